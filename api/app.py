@@ -1,0 +1,247 @@
+"""The HTTP API: events in, tracked links out.
+
+``create_app(settings)`` builds the FastAPI app; ``nudge api`` serves it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+from sqlalchemy.engine import Engine
+
+from senders import actors, links
+from senders.broker import setup_broker
+from settings import Settings
+from store.db import get_engine
+from store.events import apply_events, cart_t, decision_t, message_t
+from store.models import Click, Store
+from store.schemas import BatchIn, BatchResult, EventIn, EventResult
+from store.stores import hash_key
+
+logger = logging.getLogger(__name__)
+store_t: sa.Table = Store.__table__  # type: ignore[attr-defined]
+click_t: sa.Table = Click.__table__  # type: ignore[attr-defined]
+
+
+class JSON(Response):
+    """JSON rendered by orjson: ingest answers many small bodies."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class ApiError(HTTPException):
+    """An error answered as ``{"error": code, "message": text, ...}``."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(status_code=status, detail=message)
+        self.code = code
+        self.extra = extra
+
+
+def _describe(errors: list[Any], prefix: str = "") -> list[dict[str, str]]:
+    """Pydantic errors as ``{"field": "cart.value", "message": "..."}`` a person can read."""
+    out = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        field = prefix + ".".join(loc)
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        out.append({"field": field or "(body)", "message": message})
+    return out
+
+
+def _summary(problems: list[dict[str, str]]) -> str:
+    first = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return first + more
+
+
+class _KeyCache:
+    """API key hash → store id, remembered briefly so ingest does not look it up per event."""
+
+    def __init__(self, ttl: float = 30.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[str, float]] = {}
+
+    def get(self, engine: Engine, key_hash: str) -> str | None:
+        hit = self._entries.get(key_hash)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        with engine.connect() as conn:
+            store_id = conn.execute(
+                sa.select(store_t.c.id).where(store_t.c.api_key_hash == key_hash)
+            ).scalar()
+        if store_id is not None:
+            self._entries[key_hash] = (store_id, now + self.ttl)
+        return store_id
+
+
+def create_app(settings: Settings, *, enqueue: bool = True) -> FastAPI:
+    """The API for ``settings``. ``enqueue=False`` leaves the broker alone (tests of the API)."""
+    engine = get_engine(settings.sqlalchemy_url)
+    if enqueue:
+        setup_broker(settings)
+    keys = _KeyCache()
+    app = FastAPI(
+        title="Nudge",
+        version="0.1.0",
+        summary="Abandoned-cart recovery that learns, and proves it against a holdout.",
+    )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> Response:
+        return JSON(
+            {"error": exc.code, "message": exc.detail, **exc.extra}, status_code=exc.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        problems = _describe(list(exc.errors()))
+        return JSON(
+            {"error": "invalid_request", "message": _summary(problems), "errors": problems},
+            status_code=422,
+        )
+
+    def store_id(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiError(
+                401, "unauthorized", "send the store's API key as 'Authorization: Bearer <key>'"
+            )
+        found = keys.get(engine, hash_key(key.strip()))
+        if found is None:
+            raise ApiError(401, "unauthorized", "unknown API key")
+        return found
+
+    StoreId = Annotated[str, Depends(store_id)]
+
+    async def read_body(request: Request, limit: int) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, "too_large", f"body over {limit} bytes")
+        body = await request.body()
+        if len(body) > limit:
+            raise ApiError(413, "too_large", f"body over {limit} bytes")
+        if not body:
+            raise ApiError(400, "empty_body", "the request body is empty; send JSON")
+        return body
+
+    def parse(model: Any, body: bytes, prefix: str = "") -> Any:
+        try:
+            return model.model_validate_json(body)
+        except ValidationError as exc:
+            errors = list(exc.errors())
+            if any(e.get("type") == "json_invalid" for e in errors):
+                detail = next(e for e in errors if e.get("type") == "json_invalid")
+                raise ApiError(
+                    400, "malformed_json", f"body is not valid JSON: {detail.get('msg')}"
+                ) from None
+            problems = _describe(errors, prefix)
+            raise ApiError(422, "invalid_event", _summary(problems), errors=problems) from None
+
+    def ingest(store: str, events: list[EventIn]) -> list[bool]:
+        now = datetime.now(UTC)
+        with engine.begin() as conn:
+            applied = apply_events(conn, store_id=store, events=events, now=now)
+        if enqueue and applied.checks:
+            wait = settings.scaled(settings.abandon_after_seconds)
+            for cart_id, activity in applied.checks.items():
+                due = wait - (now - activity).total_seconds()
+                actors.check_cart.send_with_options(
+                    args=(cart_id,), delay=max(0, int(due * 1000)) or None
+                )
+        return applied.duplicates
+
+    @app.post(
+        "/v1/events",
+        status_code=202,
+        response_model=EventResult,
+        summary="Send one storefront event",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": EventIn.model_json_schema()}},
+            }
+        },
+    )
+    async def post_event(request: Request, store: StoreId) -> Any:
+        event = parse(EventIn, await read_body(request, settings.max_event_bytes))
+        duplicate = (await run_in_threadpool(ingest, store, [event]))[0]
+        return JSON({"accepted": True, "duplicate": duplicate}, status_code=202)
+
+    @app.post(
+        "/v1/events/batch",
+        status_code=202,
+        response_model=BatchResult,
+        summary=f"Send up to {settings.max_batch_events} events at once",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": BatchIn.model_json_schema()}},
+            }
+        },
+    )
+    async def post_batch(request: Request, store: StoreId) -> Any:
+        batch = parse(BatchIn, await read_body(request, settings.max_batch_bytes))
+        if len(batch.events) > settings.max_batch_events:
+            raise ApiError(
+                413,
+                "too_many_events",
+                f"a batch holds at most {settings.max_batch_events} events, "
+                f"not {len(batch.events)}",
+            )
+        duplicates = await run_in_threadpool(ingest, store, batch.events)
+        results = [{"accepted": True, "duplicate": d} for d in duplicates]
+        return JSON(
+            {
+                "accepted": len(results) - sum(duplicates),
+                "duplicates": sum(duplicates),
+                "results": results,
+            },
+            status_code=202,
+        )
+
+    def click(token: str) -> str | None:
+        message_id = links.verify(settings.link_secret, token)
+        if message_id is None:
+            return None
+        with engine.begin() as conn:
+            url = conn.execute(
+                sa.select(cart_t.c.restore_url)
+                .select_from(message_t.join(decision_t, decision_t.c.id == message_t.c.decision_id))
+                .join(cart_t, cart_t.c.id == decision_t.c.cart_id)
+                .where(message_t.c.id == message_id)
+            ).scalar()
+            if url is None:
+                return None
+            conn.execute(
+                sa.insert(click_t).values(message_id=message_id, clicked_at=datetime.now(UTC))
+            )
+        return str(url)
+
+    @app.get("/r/{token}", summary="A tracked restore link: records the click, then redirects")
+    async def restore(token: str) -> Response:
+        url = await run_in_threadpool(click, token)
+        if url is None:
+            raise ApiError(404, "unknown_link", "this link is not valid (or its cart is gone)")
+        return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,97 @@
+"""A local SMTP server that keeps what it receives: the demo's inbox and the tests' peer."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+
+    @property
+    def email(self) -> EmailMessage:
+        parsed = message_from_bytes(self.raw, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    def part(self, subtype: str) -> str:
+        body = self.email.get_body(preferencelist=(subtype,))
+        assert body is not None, f"no text/{subtype} part"
+        return str(body.get_content())  # type: ignore[attr-defined]
+
+
+class SmtpSink:
+    """An aiosmtpd server on loopback. ``on_message`` runs for each message received.
+
+    ``before_accept`` (tests) runs inside the DATA handler before the 250 reply: a real MTA
+    has the message by then, which is what a crash test needs to reproduce.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        on_message: Callable[[Received], None] | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.messages: list[Received] = []
+        self.on_message = on_message
+        self.before_accept: Callable[[Received], None] | None = None
+        self._cond = threading.Condition()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        received = Received(
+            mail_from=str(envelope.mail_from),
+            rcpt_tos=list(envelope.rcpt_tos),
+            raw=bytes(envelope.original_content or envelope.content),
+        )
+        with self._cond:
+            self.messages.append(received)
+            self._cond.notify_all()
+        if self.before_accept is not None:
+            self.before_accept(received)
+        if self.on_message is not None:
+            self.on_message(received)
+        return "250 Message accepted for delivery"
+
+    def start(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
+        """Block until ``count`` messages have arrived; raise TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.messages) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(self.messages)} of {count} emails after {timeout}s")
+                self._cond.wait(left)
+            return list(self.messages)

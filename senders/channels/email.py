@@ -1,0 +1,105 @@
+"""Email over SMTP, in two steps so the caller can record the hand-off in between.
+
+``open`` connects and names the recipient (nothing can be delivered yet, so a crash here is
+safe to retry); ``deliver`` sends DATA, the step after which the message may exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from email.message import EmailMessage
+from email.utils import parseaddr
+from types import TracebackType
+
+from senders.errors import PermanentSendError, TransientSendError
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: What one email costs (USD); a relay's price would go here.
+COST_PER_EMAIL = 0.0
+
+
+class SmtpEmail:
+    channel = "email"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._smtp: smtplib.SMTP | None = None
+        self._email: EmailMessage | None = None
+
+    def __enter__(self) -> SmtpEmail:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self, email: EmailMessage) -> None:
+        """Connect, authenticate and name sender and recipient. Nothing is delivered yet."""
+        s = self.settings
+        try:
+            smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
+            self._smtp = smtp
+            smtp.ehlo()
+            if s.smtp_starttls:
+                smtp.starttls()
+                smtp.ehlo()
+            if s.smtp_username and s.smtp_password:
+                smtp.login(s.smtp_username, s.smtp_password)
+            code, reply = smtp.mail(_address(email["From"]))
+            _check(code, reply, "MAIL FROM")
+            code, reply = smtp.rcpt(_address(email["To"]))
+            _check(code, reply, "RCPT TO")
+        except (PermanentSendError, TransientSendError):
+            self.close()
+            raise
+        except (OSError, smtplib.SMTPException) as exc:
+            self.close()
+            raise TransientSendError(f"SMTP {s.smtp_host}:{s.smtp_port}: {exc}") from exc
+        self._email = email
+
+    def deliver(self) -> str:
+        """Send DATA. Returns the provider id (the Message-ID).
+
+        Raises TransientSendError only when the server said no (4xx): then it holds no copy.
+        A dropped connection here is ambiguous and raised as ConnectionError.
+        """
+        assert self._smtp is not None and self._email is not None, "open() first"
+        try:
+            code, reply = self._smtp.data(self._email.as_bytes())
+        except smtplib.SMTPDataError as exc:
+            raise _classify(exc.smtp_code, exc.smtp_error, "DATA") from exc
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            raise ConnectionError(f"SMTP connection lost during DATA: {exc}") from exc
+        _check(code, reply, "DATA")
+        return str(self._email["Message-ID"])
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                self._smtp.close()
+            self._smtp = None
+
+
+def _address(header: str) -> str:
+    return parseaddr(header)[1]
+
+
+def _classify(code: int, reply: bytes | str, step: str) -> Exception:
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+    if 500 <= code < 600:
+        return PermanentSendError(f"{step} refused: {code} {text}")
+    return TransientSendError(f"{step} deferred: {code} {text}")
+
+
+def _check(code: int, reply: bytes | str, step: str) -> None:
+    if not 200 <= code < 400:
+        raise _classify(code, reply, step)

@@ -1,0 +1,581 @@
+"""The journey of an abandoned cart: detect, decide, send, follow up, close.
+
+These functions hold the logic; ``senders.actors`` runs them on Dramatiq. Each takes a
+:class:`Runtime` (settings, engine, the policy of a store, a clock) and returns the follow-ups
+to put on the broker once its transaction has committed, so nothing is queued for a change
+that was rolled back.
+
+Exactly-once, as far as email allows: a send is claimed by a conditional UPDATE, its message
+row (the idempotency record) is written before the provider is called, and the hand-off is
+recorded right before DATA. A crash before the hand-off is retried after the lease expires; a
+crash during it is never retried (at most once), because the provider may already hold the
+message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from optimizer import Decision as PolicyDecision
+from optimizer import Policy
+from senders import links, render
+from senders.channels.email import COST_PER_EMAIL, SmtpEmail
+from senders.errors import PermanentSendError, TransientSendError
+from settings import Settings
+from store.db import insert
+from store.events import cart_t, customer_t, decision_t, message_t, outcome_t
+from store.models import CartStatus, DecisionState, MessageStatus, Store, new_id
+from store.types import utcnow
+
+logger = logging.getLogger(__name__)
+store_t: sa.Table = Store.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A message to put on the broker after commit."""
+
+    actor: str  # "check_cart" | "send_touch"
+    arg: int | str
+    delay_ms: int = 0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    policy_for: Callable[[str], Policy]
+    clock: Callable[[], datetime] = utcnow
+
+
+@dataclass
+class SweepReport:
+    checks: int = 0
+    sends: int = 0
+    reclaimed: int = 0
+    uncertain: int = 0
+    closed: int = 0
+    follow_ups: list[FollowUp] = field(default_factory=list)
+
+
+def _ms(seconds: float) -> int:
+    return max(0, int(seconds * 1000))
+
+
+def _real(rt: Runtime, seconds: float) -> timedelta:
+    return timedelta(seconds=rt.settings.scaled(seconds))
+
+
+def _lock(conn: sa.Connection, query: sa.Select[Any]) -> Any:
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return conn.execute(query).first()
+
+
+# --- abandonment -----------------------------------------------------------------------------
+
+
+def check_cart(rt: Runtime, cart_id: int) -> list[FollowUp]:
+    """Abandon the cart if it has been idle long enough; otherwise look again when it will be."""
+    now = rt.clock()
+    idle = _real(rt, rt.settings.abandon_after_seconds)
+    with rt.engine.begin() as conn:
+        cart = _lock(conn, sa.select(cart_t).where(cart_t.c.id == cart_id))
+        if cart is None or cart.status != CartStatus.ACTIVE:
+            if cart is not None and cart.check_pending:
+                conn.execute(
+                    sa.update(cart_t).where(cart_t.c.id == cart_id).values(check_pending=False)
+                )
+            return []
+        due = cart.last_activity_at + idle
+        if now < due:
+            # The cart changed since this check was scheduled: wait for the new idle time.
+            return [FollowUp("check_cart", cart_id, _ms((due - now).total_seconds()))]
+        journey = cart.journey + 1
+        conn.execute(
+            sa.update(cart_t)
+            .where(cart_t.c.id == cart_id)
+            .values(
+                status=CartStatus.ABANDONED,
+                abandoned_at=now,
+                journey=journey,
+                check_pending=False,
+            )
+        )
+        logger.info("Cart %s abandoned (journey %d, value %.2f)", cart_id, journey, cart.value)
+        decision = _decide(conn, rt, cart, journey=journey, touch=1, base=now, now=now)
+    return _schedule(rt, decision, now)
+
+
+# --- deciding --------------------------------------------------------------------------------
+
+
+def build_context(
+    conn: sa.Connection, cart: Any, customer: Any, *, touch: int, now: datetime
+) -> dict[str, Any]:
+    """What the policy knows about this cart and its customer at this touch."""
+    channels: list[str] = []
+    returning = False
+    previous_abandons = max(0, cart.journey - 1)
+    local_hour = now.hour
+    if customer is not None:
+        if customer.email and customer.consent_email:
+            channels.append("email")
+        others = conn.execute(
+            sa.select(
+                sa.func.count().filter(cart_t.c.status == CartStatus.CONVERTED),
+                sa.func.coalesce(sa.func.sum(cart_t.c.journey), 0),
+            ).where(cart_t.c.customer_id == customer.id, cart_t.c.id != cart.id)
+        ).one()
+        returning = others[0] > 0
+        previous_abandons += int(others[1])
+        if customer.timezone:
+            local_hour = now.astimezone(ZoneInfo(customer.timezone)).hour
+    return {
+        "cart_value": float(cart.value),
+        "currency": cart.currency,
+        "customer_type": "returning" if returning else "new",
+        "device": cart.device or "desktop",
+        "checkout_stage": cart.checkout_stage,
+        "previous_abandons": previous_abandons,
+        "channels": channels,
+        "local_hour": local_hour,
+        "touch": touch,
+    }
+
+
+def _decide(
+    conn: sa.Connection,
+    rt: Runtime,
+    cart: Any,
+    *,
+    journey: int,
+    touch: int,
+    base: datetime,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """Ask the store's policy for this touch and store its decision. None: journey is over."""
+    policy = rt.policy_for(cart.store_id)
+    if touch > policy.max_touches:
+        return None
+    customer = None
+    if cart.customer_id is not None:
+        customer = conn.execute(
+            sa.select(customer_t).where(customer_t.c.id == cart.customer_id)
+        ).first()
+    context = build_context(conn, cart, customer, touch=touch, now=now)
+    chosen: PolicyDecision = policy.choose(context, now=now)
+    arm = chosen.arm
+    row: dict[str, Any] = {
+        "id": chosen.id if len(chosen.id) == 32 else new_id(),
+        "store_id": cart.store_id,
+        "cart_id": cart.id,
+        "journey": journey,
+        "touch": touch,
+        "policy": type(policy).__name__,
+        "arm_key": arm.key,
+        "channel": arm.channel,
+        "delay_minutes": arm.delay_minutes,
+        "discount_pct": arm.discount_pct,
+        "propensity": chosen.propensity,
+        "context": context,
+        "decided_at": now,
+        "scheduled_for": base + _real(rt, arm.delay_minutes * 60.0),
+        "state": DecisionState.SKIPPED if arm.is_holdout else DecisionState.SCHEDULED,
+        "state_reason": "holdout" if arm.is_holdout else None,
+        "window_ends_at": now + _real(rt, rt.settings.attribution_window_days * 86400.0),
+        "updated_at": now,
+    }
+    conn.execute(sa.insert(decision_t).values(**row))
+    logger.info(
+        "Cart %s touch %d: %s (propensity %.3f)", cart.id, touch, arm.key, chosen.propensity
+    )
+    return row
+
+
+def _schedule(rt: Runtime, decision: dict[str, Any] | None, now: datetime) -> list[FollowUp]:
+    """Put a due-soon send on the broker; later ones wait in the database for the sweep."""
+    if decision is None or decision["state"] != DecisionState.SCHEDULED:
+        return []
+    wait = (decision["scheduled_for"] - now).total_seconds()
+    if wait > rt.settings.broker_delay_horizon_seconds:
+        return []
+    with rt.engine.begin() as conn:
+        conn.execute(
+            sa.update(decision_t).where(decision_t.c.id == decision["id"]).values(enqueued_at=now)
+        )
+    return [FollowUp("send_touch", decision["id"], _ms(wait))]
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+def send_touch(rt: Runtime, decision_id: str) -> list[FollowUp]:
+    """Send one touch, at most once. Safe to run any number of times for the same decision."""
+    s = rt.settings
+    now = rt.clock()
+    with rt.engine.begin() as conn:
+        d = _lock(conn, sa.select(decision_t).where(decision_t.c.id == decision_id))
+        if d is None:
+            logger.warning("Decision %s not found", decision_id)
+            return []
+        if d.state == DecisionState.SCHEDULED:
+            wait = (d.scheduled_for - now).total_seconds()
+            if wait > 1.0:  # early (a duplicate or a clock skew): come back at the right time
+                return (
+                    []
+                    if wait > s.broker_delay_horizon_seconds
+                    else [FollowUp("send_touch", decision_id, _ms(wait))]
+                )
+            cart = conn.execute(sa.select(cart_t).where(cart_t.c.id == d.cart_id)).one()
+            customer = _customer(conn, cart.customer_id)
+            reason = _why_not(cart, customer, d)
+            if reason is not None:
+                state = DecisionState.VOID if reason == "ordered" else DecisionState.SKIPPED
+                conn.execute(
+                    sa.update(decision_t)
+                    .where(decision_t.c.id == decision_id)
+                    .values(state=state, state_reason=reason, updated_at=now)
+                )
+                logger.info("Touch %s not sent: %s", decision_id, reason)
+                return []
+            message_id = new_id()
+            conn.execute(
+                sa.update(decision_t)
+                .where(decision_t.c.id == decision_id)
+                .values(state=DecisionState.SENDING, updated_at=now)
+            )
+            # The idempotency record: from here on this touch is never started twice.
+            conn.execute(
+                sa.insert(message_t).values(
+                    id=message_id,
+                    decision_id=decision_id,
+                    store_id=d.store_id,
+                    channel=d.channel,
+                    recipient=customer.email,
+                    status=MessageStatus.PREPARED,
+                    cost=0.0,
+                    attempts=1,
+                    created_at=now,
+                    lease_until=now + timedelta(seconds=s.send_lease_seconds),
+                )
+            )
+        elif d.state == DecisionState.SENDING:
+            # A retry, or a crashed worker's send: take it over only if its lease ran out
+            # before anything was handed to the provider.
+            claimed = conn.execute(
+                sa.update(message_t)
+                .where(
+                    message_t.c.decision_id == decision_id,
+                    message_t.c.status == MessageStatus.PREPARED,
+                    message_t.c.lease_until <= now,
+                )
+                .values(
+                    attempts=message_t.c.attempts + 1,
+                    lease_until=now + timedelta(seconds=s.send_lease_seconds),
+                )
+                .returning(message_t.c.id)
+            ).first()
+            if claimed is None:
+                return []
+            message_id = claimed.id
+            cart = conn.execute(sa.select(cart_t).where(cart_t.c.id == d.cart_id)).one()
+            customer = _customer(conn, cart.customer_id)
+            reason = _why_not(cart, customer, d)
+            if reason is not None:
+                _void_message(conn, decision_id, message_id, reason, now)
+                logger.info("Touch %s not sent on retry: %s", decision_id, reason)
+                return []
+        else:
+            return []  # sent, skipped, void or failed already
+        store_name = conn.execute(
+            sa.select(store_t.c.name).where(store_t.c.id == d.store_id)
+        ).scalar_one()
+
+    return _deliver(rt, d, cart, customer, message_id, store_name)
+
+
+def _customer(conn: sa.Connection, customer_id: int | None) -> Any:
+    if customer_id is None:
+        return None
+    return conn.execute(sa.select(customer_t).where(customer_t.c.id == customer_id)).first()
+
+
+def _why_not(cart: Any, customer: Any, d: Any) -> str | None:
+    """Why this touch must not go out now, or None. Checked again right before hand-off."""
+    if cart.status == CartStatus.CONVERTED:
+        return "ordered"
+    if cart.status != CartStatus.ABANDONED or cart.journey != d.journey:
+        return "cart_changed"
+    if customer is None or not customer.email:
+        return "no_contact"
+    if not customer.consent_email:
+        return "no_consent"
+    return None
+
+
+def _deliver(
+    rt: Runtime, d: Any, cart: Any, customer: Any, message_id: str, store_name: str
+) -> list[FollowUp]:
+    s = rt.settings
+    link = f"{s.public_url.rstrip('/')}/r/{links.sign(s.link_secret, message_id)}"
+    email = render.reminder_email(
+        message_id=message_id,
+        sender=s.email_from,
+        recipient=customer.email,
+        store_name=store_name,
+        items=cart.items,
+        total=float(cart.value),
+        currency=cart.currency,
+        link=link,
+    )
+    with SmtpEmail(s) as smtp:
+        try:
+            smtp.open(email)
+        except TransientSendError:
+            _release(rt, message_id)
+            raise
+        except PermanentSendError as exc:
+            _fail(rt, d.id, message_id, str(exc))
+            raise
+        # Last look before the point of no return: did the customer order meanwhile?
+        with rt.engine.begin() as conn:
+            status = conn.execute(
+                sa.select(cart_t.c.status, cart_t.c.journey).where(cart_t.c.id == d.cart_id)
+            ).one()
+            if status.status != CartStatus.ABANDONED or status.journey != d.journey:
+                reason = "ordered" if status.status == CartStatus.CONVERTED else "cart_changed"
+                _void_message(conn, d.id, message_id, reason, rt.clock())
+                logger.info("Touch %s voided before hand-off: %s", d.id, reason)
+                return []
+            conn.execute(
+                sa.update(message_t)
+                .where(message_t.c.id == message_id)
+                .values(status=MessageStatus.HANDOFF)
+            )
+        try:
+            provider_id = smtp.deliver()
+        except TransientSendError:
+            # The server answered 4xx to DATA: it holds no copy, so a retry cannot double.
+            with rt.engine.begin() as conn:
+                conn.execute(
+                    sa.update(message_t)
+                    .where(message_t.c.id == message_id)
+                    .values(status=MessageStatus.PREPARED, lease_until=rt.clock())
+                )
+            raise
+        except PermanentSendError as exc:
+            _fail(rt, d.id, message_id, str(exc))
+            raise
+        # A ConnectionError here leaves the message in hand-off: the sweep marks it uncertain.
+
+    now = rt.clock()
+    with rt.engine.begin() as conn:
+        conn.execute(
+            sa.update(message_t)
+            .where(message_t.c.id == message_id)
+            .values(
+                status=MessageStatus.SENT,
+                provider_id=provider_id,
+                cost=COST_PER_EMAIL,
+                sent_at=now,
+            )
+        )
+        next_decision = _after_sent(conn, rt, d, now)
+    logger.info("Email sent for cart %s touch %d (message %s)", d.cart_id, d.touch, message_id)
+    return _schedule(rt, next_decision, now)
+
+
+def _after_sent(conn: sa.Connection, rt: Runtime, d: Any, now: datetime) -> Any:
+    conn.execute(
+        sa.update(decision_t)
+        .where(decision_t.c.id == d.id)
+        .values(state=DecisionState.SENT, updated_at=now)
+    )
+    cart = conn.execute(sa.select(cart_t).where(cart_t.c.id == d.cart_id)).one()
+    if cart.status != CartStatus.ABANDONED or cart.journey != d.journey:
+        return None
+    return _decide(conn, rt, cart, journey=d.journey, touch=d.touch + 1, base=now, now=now)
+
+
+def _release(rt: Runtime, message_id: str) -> None:
+    with rt.engine.begin() as conn:
+        conn.execute(
+            sa.update(message_t)
+            .where(message_t.c.id == message_id, message_t.c.status == MessageStatus.PREPARED)
+            .values(lease_until=rt.clock())
+        )
+
+
+def _fail(rt: Runtime, decision_id: str, message_id: str, error: str) -> None:
+    now = rt.clock()
+    with rt.engine.begin() as conn:
+        conn.execute(
+            sa.update(message_t)
+            .where(message_t.c.id == message_id)
+            .values(status=MessageStatus.FAILED, error=error[:500])
+        )
+        conn.execute(
+            sa.update(decision_t)
+            .where(decision_t.c.id == decision_id)
+            .values(state=DecisionState.FAILED, state_reason="provider_refused", updated_at=now)
+        )
+
+
+def _void_message(
+    conn: sa.Connection, decision_id: str, message_id: str, reason: str, now: datetime
+) -> None:
+    conn.execute(
+        sa.update(message_t).where(message_t.c.id == message_id).values(status=MessageStatus.VOID)
+    )
+    conn.execute(
+        sa.update(decision_t)
+        .where(decision_t.c.id == decision_id)
+        .values(state=DecisionState.VOID, state_reason=reason, updated_at=now)
+    )
+
+
+# --- the sweep -------------------------------------------------------------------------------
+
+
+def sweep(rt: Runtime, *, limit: int = 1000) -> SweepReport:
+    """Everything time-driven that the broker is not trusted with. Idempotent; any worker may
+    run it at any time.
+
+    - carts idle past the abandonment time whose check got lost → check them;
+    - touches due soon that are not on the broker → enqueue them;
+    - sends whose worker died before hand-off → retry; during hand-off → mark uncertain;
+    - attribution windows that closed without an order → record the non-conversion.
+    """
+    s = rt.settings
+    now = rt.clock()
+    report = SweepReport()
+    grace = timedelta(seconds=max(2 * s.sweep_interval_seconds, 5.0))
+    with rt.engine.begin() as conn:
+        overdue = conn.execute(
+            sa.select(cart_t.c.id)
+            .where(
+                cart_t.c.status == CartStatus.ACTIVE,
+                cart_t.c.last_activity_at < now - _real(rt, s.abandon_after_seconds) - grace,
+            )
+            .limit(limit)
+        ).scalars()
+        for cart_id in overdue:
+            report.follow_ups.append(FollowUp("check_cart", cart_id))
+            report.checks += 1
+
+        horizon = now + timedelta(seconds=s.sweep_interval_seconds)
+        stale = now - timedelta(seconds=s.send_lease_seconds)
+        due = conn.execute(
+            sa.select(decision_t.c.id, decision_t.c.scheduled_for)
+            .where(
+                decision_t.c.state == DecisionState.SCHEDULED,
+                decision_t.c.scheduled_for <= horizon,
+                sa.or_(decision_t.c.enqueued_at.is_(None), decision_t.c.enqueued_at < stale),
+            )
+            .limit(limit)
+        ).all()
+        if due:
+            conn.execute(
+                sa.update(decision_t)
+                .where(decision_t.c.id.in_([r.id for r in due]))
+                .values(enqueued_at=now)
+            )
+        for row in due:
+            wait = (row.scheduled_for - now).total_seconds()
+            report.follow_ups.append(FollowUp("send_touch", row.id, _ms(wait)))
+            report.sends += 1
+
+        for decision_id in conn.execute(
+            sa.select(message_t.c.decision_id)
+            .where(message_t.c.status == MessageStatus.PREPARED, message_t.c.lease_until <= now)
+            .limit(limit)
+        ).scalars():
+            report.follow_ups.append(FollowUp("send_touch", decision_id))
+            report.reclaimed += 1
+
+    report.uncertain = _settle_uncertain(rt, now, limit)
+    report.closed = close_windows(rt, now=now, limit=limit)
+    return report
+
+
+def _settle_uncertain(rt: Runtime, now: datetime, limit: int) -> int:
+    """A worker died during hand-off: the provider may hold the message. Never send again."""
+    settled = 0
+    with rt.engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(message_t.c.id, message_t.c.decision_id)
+            .where(message_t.c.status == MessageStatus.HANDOFF, message_t.c.lease_until <= now)
+            .limit(limit)
+        ).all()
+        for row in rows:
+            conn.execute(
+                sa.update(message_t)
+                .where(message_t.c.id == row.id)
+                .values(status=MessageStatus.UNCERTAIN, cost=COST_PER_EMAIL)
+            )
+            d = conn.execute(sa.select(decision_t).where(decision_t.c.id == row.decision_id)).one()
+            logger.warning("Message %s: worker lost during hand-off; not re-sent", row.id)
+            _after_sent(conn, rt, d, now)
+            settled += 1
+    return settled
+
+
+def close_windows(rt: Runtime, *, now: datetime, limit: int = 1000) -> int:
+    """Record a non-conversion for every decision whose window closed without an order."""
+    with rt.engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(
+                decision_t.c.id,
+                decision_t.c.store_id,
+                decision_t.c.state,
+                message_t.c.status,
+                message_t.c.cost,
+            )
+            .select_from(
+                decision_t.outerjoin(message_t, message_t.c.decision_id == decision_t.c.id)
+            )
+            .where(
+                decision_t.c.window_ends_at < now,
+                ~sa.exists().where(outcome_t.c.decision_id == decision_t.c.id),
+            )
+            .limit(limit)
+        ).all()
+        if not rows:
+            return 0
+        pending = [r.id for r in rows if r.state == DecisionState.SCHEDULED]
+        if pending:
+            conn.execute(
+                sa.update(decision_t)
+                .where(decision_t.c.id.in_(pending), decision_t.c.state == DecisionState.SCHEDULED)
+                .values(state=DecisionState.VOID, state_reason="window_closed", updated_at=now)
+            )
+        stmt = insert(outcome_t, conn.dialect.name).on_conflict_do_nothing(
+            index_elements=["decision_id"]
+        )
+        conn.execute(stmt, list(_non_conversions(rows, now)))
+    return len(rows)
+
+
+def _non_conversions(rows: Iterable[Any], now: datetime) -> Iterable[dict[str, Any]]:
+    for r in rows:
+        sent = r.status in (MessageStatus.SENT, MessageStatus.UNCERTAIN)
+        yield {
+            "decision_id": r.id,
+            "store_id": r.store_id,
+            "converted": False,
+            "order_id": None,
+            "revenue": 0.0,
+            "discount_amount": 0.0,
+            "message_sent": sent,
+            "message_cost": float(r.cost or 0.0) if sent else 0.0,
+            "resolved_at": now,
+        }

@@ -1,0 +1,88 @@
+"""``nudge worker``: Dramatiq worker threads plus the periodic sweep, in one process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+
+import dramatiq
+
+from senders import actors, journey
+from senders.broker import setup_broker
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class Sweeper(threading.Thread):
+    """Runs :func:`senders.journey.sweep` every interval; one worker in the cluster at a time."""
+
+    def __init__(self, settings: Settings, broker: dramatiq.Broker) -> None:
+        super().__init__(name="nudge-sweeper", daemon=True)
+        self.settings = settings
+        self.client = getattr(broker, "client", None)
+        self.stopping = threading.Event()
+
+    def _leader(self) -> bool:
+        if self.client is None:
+            return True
+        key = f"{self.settings.redis_namespace}:sweep-lock"
+        ttl = max(int(self.settings.sweep_interval_seconds * 900), 100)
+        return bool(self.client.set(key, os.getpid(), nx=True, px=ttl))
+
+    def run_once(self) -> journey.SweepReport | None:
+        if not self._leader():
+            return None
+        report = journey.sweep(actors.runtime())
+        actors.enqueue(report.follow_ups)
+        if report.checks or report.sends or report.reclaimed or report.uncertain or report.closed:
+            logger.info(
+                "Sweep: %d overdue carts, %d due touches, %d sends retried, %d uncertain, "
+                "%d windows closed",
+                report.checks,
+                report.sends,
+                report.reclaimed,
+                report.uncertain,
+                report.closed,
+            )
+        return report
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                logger.exception("Sweep failed; trying again next interval")
+            self.stopping.wait(self.settings.sweep_interval_seconds)
+
+
+def run_worker(settings: Settings, *, threads: int | None = None) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    broker = setup_broker(settings)
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(
+        broker,
+        queues={actors.QUEUE},
+        worker_threads=threads or settings.worker_threads,
+        worker_timeout=250,
+    )
+    sweeper = Sweeper(settings, broker)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("Worker stopping (signal %d)", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    worker.start()
+    sweeper.start()
+    logger.info("Worker ready: %d threads on queue %r", worker.worker_threads, actors.QUEUE)
+    stop.wait()
+    sweeper.stopping.set()
+    worker.stop(timeout=10_000)
+    broker.emit_before("process_stop")
+    broker.close()

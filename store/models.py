@@ -1,0 +1,198 @@
+"""The tables of Nudge. Alembic migrations own the schema; these classes describe it.
+
+Every timestamp is timezone-aware UTC (:class:`store.types.UTCDateTime`). Primary keys are
+integers where rows are many and internal (events, carts, customers), hex UUIDs where they
+travel (stores, decisions, messages).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from store.types import JSONType, UTCDateTime, utcnow
+
+# Constraint names that Alembic can find again on SQLite and PostgreSQL alike.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class CartStatus:
+    ACTIVE = "active"
+    ABANDONED = "abandoned"
+    CONVERTED = "converted"
+
+
+class DecisionState:
+    SCHEDULED = "scheduled"  # waiting for its time
+    SENDING = "sending"  # a message row exists: the send is under way (or crashed)
+    SENT = "sent"  # the message went out
+    SKIPPED = "skipped"  # nothing to send: holdout arm, or no consent/contact at send time
+    VOID = "void"  # cancelled: the customer ordered or changed the cart first
+    FAILED = "failed"  # the provider refused it for good
+
+
+class MessageStatus:
+    PREPARED = "prepared"  # idempotency record written; nothing handed to the provider yet
+    HANDOFF = "handoff"  # the provider is being given the message right now
+    SENT = "sent"  # the provider accepted it
+    UNCERTAIN = "uncertain"  # a worker died during hand-off; never re-sent (at most once)
+    FAILED = "failed"  # the provider refused it for good
+    VOID = "void"  # the customer ordered between preparation and hand-off
+
+
+class Store(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
+    # sha256 of the secret API key; the key itself is shown once and never stored.
+    api_key_hash: str = Field(max_length=64, index=True, sa_column_kwargs={"unique": True})
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Customer(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("store_id", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: str = Field(foreign_key="store.id", max_length=32)
+    external_id: str = Field(max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=32)
+    locale: str | None = Field(default=None, max_length=35)
+    timezone: str | None = Field(default=None, max_length=64)
+    consent_email: bool = False
+    consent_sms: bool = False
+    consent_push: bool = False
+    consent_night: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Cart(SQLModel, table=True):
+    __table_args__ = (
+        sa.UniqueConstraint("store_id", "external_id"),
+        sa.Index("ix_cart_status_last_activity", "status", "last_activity_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: str = Field(foreign_key="store.id", max_length=32)
+    external_id: str = Field(max_length=200)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    currency: str = Field(default="USD", max_length=3)
+    value: float = 0.0
+    items: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    restore_url: str | None = Field(default=None, max_length=2048)
+    status: str = Field(default=CartStatus.ACTIVE, max_length=16)
+    checkout_stage: str = Field(default="cart", max_length=16)
+    device: str | None = Field(default=None, max_length=16)
+    # occurred_at of the newest event applied; older events arriving late change nothing.
+    last_event_at: datetime = Field(sa_type=UTCDateTime)
+    # When the shopper last touched the cart (what abandonment is measured from).
+    last_activity_at: datetime = Field(sa_type=UTCDateTime)
+    # Bumped by every change; an abandonment check holds the version it was scheduled for.
+    version: int = 1
+    # An abandonment check is on the broker for this cart; no need to schedule another.
+    check_pending: bool = False
+    # How many times this cart was abandoned; a journey of touches per abandonment.
+    journey: int = 0
+    abandoned_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    converted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    order_id: str | None = Field(default=None, max_length=200)
+    order_value: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Event(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("store_id", "event_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: str = Field(foreign_key="store.id", max_length=32)
+    event_id: str = Field(max_length=200)
+    type: str = Field(max_length=32)
+    occurred_at: datetime = Field(sa_type=UTCDateTime)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+
+
+class Decision(SQLModel, table=True):
+    """One touch of one journey: what the policy chose and what became of it."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("cart_id", "journey", "touch"),
+        sa.Index("ix_decision_state_scheduled_for", "state", "scheduled_for"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    store_id: str = Field(foreign_key="store.id", max_length=32)
+    cart_id: int = Field(foreign_key="cart.id", index=True)
+    journey: int
+    touch: int
+    policy: str = Field(max_length=64)
+    arm_key: str = Field(max_length=64)
+    channel: str | None = Field(default=None, max_length=16)
+    delay_minutes: int = 0
+    discount_pct: float = 0.0
+    propensity: float
+    context: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    decided_at: datetime = Field(sa_type=UTCDateTime)
+    scheduled_for: datetime = Field(sa_type=UTCDateTime)
+    # When the sweep last put this decision on the broker (so it is not queued every sweep).
+    enqueued_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    state: str = Field(default=DecisionState.SCHEDULED, max_length=16)
+    state_reason: str | None = Field(default=None, max_length=64)
+    window_ends_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Message(SQLModel, table=True):
+    """The idempotency record of a send: written before the provider is called."""
+
+    __table_args__ = (sa.Index("ix_message_status_lease_until", "status", "lease_until"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    decision_id: str = Field(foreign_key="decision.id", max_length=32, unique=True)
+    store_id: str = Field(foreign_key="store.id", max_length=32)
+    channel: str = Field(max_length=16)
+    recipient: str = Field(max_length=320)
+    status: str = Field(default=MessageStatus.PREPARED, max_length=16)
+    provider_id: str | None = Field(default=None, max_length=255)
+    cost: float = 0.0
+    attempts: int = 1
+    error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Until then the current attempt owns the send; after it, a crash is assumed.
+    lease_until: datetime = Field(sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Click(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(foreign_key="message.id", max_length=32, index=True)
+    clicked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Outcome(SQLModel, table=True):
+    """The one final outcome of a decision: an order in its window, or the window closing."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    decision_id: str = Field(foreign_key="decision.id", max_length=32, unique=True)
+    store_id: str = Field(foreign_key="store.id", max_length=32, index=True)
+    converted: bool
+    order_id: str | None = Field(default=None, max_length=200)
+    revenue: float = 0.0
+    discount_amount: float = 0.0
+    message_sent: bool = False
+    message_cost: float = 0.0
+    resolved_at: datetime = Field(sa_type=UTCDateTime)
