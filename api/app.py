@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
+import dramatiq
 import orjson
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -89,10 +90,10 @@ class _KeyCache:
         return store_id
 
 
-def create_app(settings: Settings, *, enqueue: bool = True) -> FastAPI:
-    """The API for ``settings``. ``enqueue=False`` leaves the broker alone (tests of the API)."""
+def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> FastAPI:
+    """The API for ``settings``, queueing on ``broker`` (default: the one settings name)."""
     engine = get_engine(settings.sqlalchemy_url)
-    if enqueue:
+    if broker is None:
         setup_broker(settings)
     keys = _KeyCache()
     app = FastAPI(
@@ -127,8 +128,6 @@ def create_app(settings: Settings, *, enqueue: bool = True) -> FastAPI:
             raise ApiError(401, "unauthorized", "unknown API key")
         return found
 
-    StoreId = Annotated[str, Depends(store_id)]
-
     async def read_body(request: Request, limit: int) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -157,7 +156,7 @@ def create_app(settings: Settings, *, enqueue: bool = True) -> FastAPI:
         now = datetime.now(UTC)
         with engine.begin() as conn:
             applied = apply_events(conn, store_id=store, events=events, now=now)
-        if enqueue and applied.checks:
+        if applied.checks:
             wait = settings.scaled(settings.abandon_after_seconds)
             for cart_id, activity in applied.checks.items():
                 due = wait - (now - activity).total_seconds()
@@ -178,7 +177,7 @@ def create_app(settings: Settings, *, enqueue: bool = True) -> FastAPI:
             }
         },
     )
-    async def post_event(request: Request, store: StoreId) -> Any:
+    async def post_event(request: Request, store: str = Depends(store_id)) -> Any:
         event = parse(EventIn, await read_body(request, settings.max_event_bytes))
         duplicate = (await run_in_threadpool(ingest, store, [event]))[0]
         return JSON({"accepted": True, "duplicate": duplicate}, status_code=202)
@@ -195,7 +194,7 @@ def create_app(settings: Settings, *, enqueue: bool = True) -> FastAPI:
             }
         },
     )
-    async def post_batch(request: Request, store: StoreId) -> Any:
+    async def post_batch(request: Request, store: str = Depends(store_id)) -> Any:
         batch = parse(BatchIn, await read_body(request, settings.max_batch_bytes))
         if len(batch.events) > settings.max_batch_events:
             raise ApiError(

@@ -119,12 +119,12 @@ def check_cart(rt: Runtime, cart_id: int) -> list[FollowUp]:
 
 
 def build_context(
-    conn: sa.Connection, cart: Any, customer: Any, *, touch: int, now: datetime
+    conn: sa.Connection, cart: Any, customer: Any, *, journey: int, touch: int, now: datetime
 ) -> dict[str, Any]:
     """What the policy knows about this cart and its customer at this touch."""
     channels: list[str] = []
     returning = False
-    previous_abandons = max(0, cart.journey - 1)
+    previous_abandons = max(0, journey - 1)
     local_hour = now.hour
     if customer is not None:
         if customer.email and customer.consent_email:
@@ -171,7 +171,7 @@ def _decide(
         customer = conn.execute(
             sa.select(customer_t).where(customer_t.c.id == cart.customer_id)
         ).first()
-    context = build_context(conn, cart, customer, touch=touch, now=now)
+    context = build_context(conn, cart, customer, journey=journey, touch=touch, now=now)
     chosen: PolicyDecision = policy.choose(context, now=now)
     arm = chosen.arm
     row: dict[str, Any] = {

@@ -52,7 +52,7 @@ def reminder_email(
     variables = {
         "subject": subject,
         "store_name": store_name,
-        "items": items,
+        "items": [{"image_url": None, "url": None, **item} for item in items],
         "total": total,
         "link": link,
         "first_name": None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import smtplib
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from email.utils import parseaddr
 from types import TracebackType
 
@@ -72,7 +73,7 @@ class SmtpEmail:
         """
         assert self._smtp is not None and self._email is not None, "open() first"
         try:
-            code, reply = self._smtp.data(self._email.as_bytes())
+            code, reply = self._smtp.data(self._email.as_bytes(policy=SMTP_POLICY))
         except smtplib.SMTPDataError as exc:
             raise _classify(exc.smtp_code, exc.smtp_error, "DATA") from exc
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
