@@ -123,4 +123,3 @@ _simulate_command()
 
 if __name__ == "__main__":
     app()
-

@@ -206,9 +206,10 @@ def test_batch_with_one_bad_event_stores_nothing(
     assert count(settings, "event") == 0
 
 
+@pytest.mark.usefixtures("store_key")
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer sk_wrong", "Basic abc"])
 def test_wrong_or_missing_key_is_refused(
-    client: TestClient, store_key: tuple[str, str], settings: Settings, header: str | None
+    client: TestClient, settings: Settings, header: str | None
 ) -> None:
     headers = {"Authorization": header} if header else {}
     r = client.post("/v1/events", json=cart_event(), headers=headers)

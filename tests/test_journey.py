@@ -46,6 +46,7 @@ def sink() -> Iterator[SmtpSink]:
 
 @pytest.fixture
 def rt(settings: Settings, sink: SmtpSink, env: Any) -> journey.Runtime:
+    assert settings.database_url  # the parametrised database, SQLite or PostgreSQL
     s = env(smtp_port=sink.port, public_url="https://nudge.example.com")
     return journey.Runtime(
         settings=s,
