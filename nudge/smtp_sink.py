@@ -41,8 +41,8 @@ class Received:
 class SmtpSink:
     """An aiosmtpd server on loopback. ``on_message`` runs for each message received.
 
-    ``before_accept`` (tests) runs inside the DATA handler before the 250 reply: a real MTA
-    has the message by then, which is what a crash test needs to reproduce.
+    ``before_rcpt`` and ``before_accept`` (tests) run before the reply to RCPT and to DATA:
+    a crash test stalls a sender there. By the DATA reply a real MTA holds the message.
     """
 
     def __init__(
@@ -54,8 +54,17 @@ class SmtpSink:
         self.messages: list[Received] = []
         self.on_message = on_message
         self.before_accept: Callable[[Received], None] | None = None
+        self.before_rcpt: Callable[[str], None] | None = None
         self._cond = threading.Condition()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_RCPT(
+        self, _server: Any, _session: Any, envelope: Any, address: str, _options: Any
+    ) -> str:
+        if self.before_rcpt is not None:
+            self.before_rcpt(address)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         received = Received(
