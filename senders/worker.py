@@ -84,5 +84,4 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> None:
     stop.wait()
     sweeper.stopping.set()
     worker.stop(timeout=10_000)
-    broker.emit_before("process_stop")
     broker.close()

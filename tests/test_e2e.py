@@ -7,7 +7,9 @@ NUDGE_TIME_SCALE=3600 makes an hour of journey last a second.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from sqlmodel import SQLModel
 
 import store.models  # noqa: F401  (the tables, for reading them back)
 from nudge.smtp_sink import SmtpSink
+from senders.broker import redis_client
 from settings import Settings
 from store.db import dispose_engines, get_engine
 from tests import services
@@ -44,8 +47,12 @@ def stack(
                 yield _stack(env, tmp_path, sink, db, redis_url)
                 dispose_engines()
         else:
-            yield _stack(env, tmp_path, sink, f"sqlite:///{tmp_path / 'nudge.db'}", None)
+            stack = _stack(env, tmp_path, sink, f"sqlite:///{tmp_path / 'nudge.db'}", None)
+            # Started by the test, so it outlives (and is shared by) the processes under test.
+            embedded = redis_client(stack["settings"])
+            yield stack
             dispose_engines()
+            os.kill(embedded.pid, signal.SIGTERM)
 
 
 def _stack(
