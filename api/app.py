@@ -20,11 +20,12 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
+from api.ingest import GroupIngestor
 from senders import actors, links
 from senders.broker import setup_broker
 from settings import Settings
 from store.db import get_engine
-from store.events import apply_events, cart_t, decision_t, message_t
+from store.events import Applied, cart_t, decision_t, message_t
 from store.models import Click, Store
 from store.schemas import BatchIn, BatchResult, EventIn, EventResult
 from store.stores import hash_key
@@ -152,18 +153,20 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
             problems = _describe(errors, prefix)
             raise ApiError(422, "invalid_event", _summary(problems), errors=problems) from None
 
-    def ingest(store: str, events: list[EventIn]) -> list[bool]:
+    def after_commit(results: list[Applied]) -> None:
+        """Queue the abandonment checks of a committed group: one message per due time."""
         now = datetime.now(UTC)
-        with engine.begin() as conn:
-            applied = apply_events(conn, store_id=store, events=events, now=now)
-        if applied.checks:
-            wait = settings.scaled(settings.abandon_after_seconds)
+        wait = settings.scaled(settings.abandon_after_seconds)
+        due: dict[int, list[int]] = {}
+        for applied in results:
             for cart_id, activity in applied.checks.items():
-                due = wait - (now - activity).total_seconds()
-                actors.check_cart.send_with_options(
-                    args=(cart_id,), delay=max(0, int(due * 1000)) or None
-                )
-        return applied.duplicates
+                # Rounded to the second: carts idle since about the same time share a message.
+                delay = max(0.0, wait - (now - activity).total_seconds())
+                due.setdefault(int(delay * 1000) // 1000 * 1000, []).append(cart_id)
+        for delay_ms, cart_ids in due.items():
+            actors.schedule_checks(cart_ids, delay_ms)
+
+    ingestor = GroupIngestor(engine, after_commit)
 
     @app.post(
         "/v1/events",
@@ -179,7 +182,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
     )
     async def post_event(request: Request, store: str = Depends(store_id)) -> Any:
         event = parse(EventIn, await read_body(request, settings.max_event_bytes))
-        duplicate = (await run_in_threadpool(ingest, store, [event]))[0]
+        duplicate = (await ingestor.submit(store, [event]))[0]
         return JSON({"accepted": True, "duplicate": duplicate}, status_code=202)
 
     @app.post(
@@ -203,7 +206,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
                 f"a batch holds at most {settings.max_batch_events} events, "
                 f"not {len(batch.events)}",
             )
-        duplicates = await run_in_threadpool(ingest, store, batch.events)
+        duplicates = await ingestor.submit(store, batch.events)
         results = [{"accepted": True, "duplicate": d} for d in duplicates]
         return JSON(
             {

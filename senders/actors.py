@@ -45,15 +45,37 @@ def runtime() -> journey.Runtime:
 
 
 def enqueue(follow_ups: Iterable[journey.FollowUp]) -> None:
-    actors = {"check_cart": check_cart, "send_touch": send_touch}
+    """Queue follow-ups; checks due at the same time travel as one message."""
+    checks: dict[int, list[int]] = {}
     for f in follow_ups:
-        actors[f.actor].send_with_options(args=(f.arg,), delay=f.delay_ms or None)
+        if f.actor == "check_cart":
+            checks.setdefault(f.delay_ms, []).append(int(f.arg))
+        else:
+            send_touch.send_with_options(args=(f.arg,), delay=f.delay_ms or None)
+    for delay_ms, cart_ids in checks.items():
+        schedule_checks(cart_ids, delay_ms)
 
 
-@dramatiq.actor(queue_name=QUEUE, max_retries=20, time_limit=60_000)
-def check_cart(cart_id: int) -> None:
-    """Is this cart abandoned yet? Scheduled when a cart changes; re-scheduled if it changed."""
-    enqueue(journey.check_cart(runtime(), cart_id))
+def schedule_checks(cart_ids: list[int], delay_ms: int) -> None:
+    for start in range(0, len(cart_ids), CHECKS_PER_MESSAGE):
+        check_carts.send_with_options(
+            args=(cart_ids[start : start + CHECKS_PER_MESSAGE],), delay=delay_ms or None
+        )
+
+
+#: How many carts one abandonment-check message carries at most.
+CHECKS_PER_MESSAGE = 500
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=20, time_limit=300_000)
+def check_carts(cart_ids: list[int]) -> None:
+    """Are these carts abandoned yet? Scheduled when carts change (one message per batch of
+    changes); a cart that changed since comes back on its own, when its idle time is up."""
+    rt = runtime()
+    follow_ups: list[journey.FollowUp] = []
+    for cart_id in cart_ids:
+        follow_ups += journey.check_cart(rt, cart_id)
+    enqueue(follow_ups)
 
 
 @dramatiq.actor(

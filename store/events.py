@@ -1,8 +1,13 @@
 """Applying storefront events: stored once, carts and customers upserted, orders attributed.
 
-Everything for one request happens in the caller's transaction, so a request either applies
+Everything for one call happens in the caller's transaction, so a request either applies
 whole or leaves nothing behind. Events are idempotent on ``(store, event_id)``; an event older
 than what a cart already reflects is kept but changes nothing (deliveries arrive out of order).
+
+Built for throughput: a call handles many events with a fixed number of statements — one
+insert of the events, one upsert of their customers, one read of their carts, one write of
+the carts — each prepared once and executed with many parameter sets. The per-event state
+machine runs in Python on the carts read.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +32,7 @@ from store.models import (
     MessageStatus,
     Outcome,
 )
-from store.schemas import CustomerIn, EventIn
+from store.schemas import EventIn
 
 cart_t: sa.Table = Cart.__table__  # type: ignore[attr-defined]
 customer_t: sa.Table = Customer.__table__  # type: ignore[attr-defined]
@@ -36,237 +42,374 @@ message_t: sa.Table = Message.__table__  # type: ignore[attr-defined]
 outcome_t: sa.Table = Outcome.__table__  # type: ignore[attr-defined]
 
 _STAGES = {"cart": 0, "checkout": 1, "payment": 2}
+_CONTACT = ("email", "phone", "locale", "timezone")
+_CONSENTS = ("email", "sms", "push", "night")
+# Columns an event may change on an existing cart (written back in one statement shape).
+_CART_MUTABLE = (
+    "customer_id",
+    "currency",
+    "value",
+    "items",
+    "restore_url",
+    "status",
+    "checkout_stage",
+    "device",
+    "last_event_at",
+    "last_activity_at",
+    "version",
+    "check_pending",
+    "converted_at",
+    "order_id",
+    "order_value",
+)
 
 
 @dataclass
 class Applied:
-    """What a batch of events did, for the caller to act on after commit."""
+    """What a call did, for the caller to act on after commit."""
 
     duplicates: list[bool] = field(default_factory=list)
-    # Carts that need an abandonment check scheduled: (cart id, last activity).
+    # Carts that need an abandonment check scheduled: cart id → last activity.
     checks: dict[int, datetime] = field(default_factory=dict)
     conversions: int = 0
     outcomes: list[str] = field(default_factory=list)  # decision ids given a converted outcome
 
 
+@dataclass
+class _Cart:
+    row: dict[str, Any]
+    new: bool = False
+    dirty: bool = False
+    was_abandoned_void: bool = False
+    needs_check: bool = False
+
+
+# --- prepared statements (built once per dialect) ---------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _event_insert(dialect: str) -> Any:
+    return (
+        insert(event_t, dialect)
+        .on_conflict_do_nothing(index_elements=["store_id", "event_id"])
+        .returning(event_t.c.event_id)
+    )
+
+
+@lru_cache(maxsize=4)
+def _customer_upsert(dialect: str) -> Any:
+    stmt = insert(customer_t, dialect)
+    # An absent field (None) keeps what is stored: events carry what they know, not everything.
+    keep = {
+        col: sa.func.coalesce(stmt.excluded[col], customer_t.c[col])
+        for col in (*_CONTACT, *(f"consent_{c}" for c in _CONSENTS))
+    }
+    return stmt.on_conflict_do_update(
+        index_elements=["store_id", "external_id"],
+        set_={**keep, "updated_at": stmt.excluded.updated_at},
+    ).returning(customer_t.c.id, customer_t.c.external_id)
+
+
+@lru_cache(maxsize=1)
+def _cart_update() -> Any:
+    return (
+        sa.update(cart_t)
+        .where(cart_t.c.id == sa.bindparam("cart_pk"))
+        .values({col: sa.bindparam(col) for col in _CART_MUTABLE})
+    )
+
+
+@lru_cache(maxsize=1)
+def _cart_insert() -> Any:
+    return sa.insert(cart_t).returning(cart_t.c.id, cart_t.c.external_id)
+
+
+# --- the call ----------------------------------------------------------------------------------
+
+
 def apply_events(
     conn: sa.Connection, *, store_id: str, events: Sequence[EventIn], now: datetime
 ) -> Applied:
-    """Store and apply ``events`` for one store, in the caller's transaction."""
+    """Store and apply ``events`` (in order) for one store, in the caller's transaction."""
+    dialect = conn.dialect.name
     applied = Applied()
-    for event in events:
-        applied.duplicates.append(not _apply_one(conn, store_id, event, now, applied))
+
+    # 1. Store each event once. A repeat inside the call is a duplicate too.
+    first: dict[str, int] = {}
+    for i, e in enumerate(events):
+        first.setdefault(e.event_id, i)
+    candidates = [events[i] for i in sorted(first.values())]
+    inserted: set[str] = set()
+    if candidates:
+        inserted = set(
+            conn.execute(
+                _event_insert(dialect),
+                [
+                    {
+                        "store_id": store_id,
+                        "event_id": e.event_id,
+                        "type": e.type,
+                        "occurred_at": e.occurred_at,
+                        "received_at": now,
+                        "payload": e.model_dump(mode="json", exclude_none=True),
+                    }
+                    for e in candidates
+                ],
+            ).scalars()
+        )
+    applied.duplicates = [
+        not (e.event_id in inserted and first[e.event_id] == i) for i, e in enumerate(events)
+    ]
+    fresh = [e for e, dup in zip(events, applied.duplicates, strict=True) if not dup]
+    if not fresh:
+        return applied
+
+    # 2. Customers: one upsert for all, fields merged in event order.
+    customer_ids = _upsert_customers(conn, dialect, store_id, fresh, now)
+
+    # 3. Carts: read once, apply every event in memory, write back once.
+    carts = _load_carts(conn, dialect, store_id, fresh, customer_ids)
+    conversions: list[tuple[_Cart, EventIn, datetime]] = []
+    for e in fresh:
+        # A clock running ahead at the shop must not push abandonment into the future.
+        at = min(e.occurred_at, now)
+        customer_id = customer_ids.get(e.customer.key) if e.customer else None
+        if e.type == "order.completed":
+            for cart in _order_targets(carts, store_id, e, customer_id, at, now):
+                conversions.append((cart, e, at))
+        elif e.cart is not None:
+            _cart_activity(carts, store_id, e, customer_id, at, now)
+    _write_carts(conn, carts.values())
+
+    # 4. What follows from the new states.
+    voided = [c.row["id"] for c in carts.values() if c.was_abandoned_void]
+    if voided:
+        _void_pending(conn, voided, reason="cart_activity", now=now)
+    for cart, e, at in conversions:
+        assert e.order is not None
+        applied.conversions += 1
+        if cart.row["journey"] > 0:  # only an abandoned cart has decisions to settle
+            _void_pending(conn, [cart.row["id"]], reason="ordered", now=now)
+            applied.outcomes += record_conversion(
+                conn,
+                cart_id=cart.row["id"],
+                order_id=e.order.id,
+                order_value=e.order.value,
+                at=at,
+                now=now,
+            )
+    for cart in carts.values():
+        if cart.needs_check:
+            applied.checks[cart.row["id"]] = cart.row["last_activity_at"]
     return applied
 
 
-def _apply_one(
-    conn: sa.Connection, store_id: str, event: EventIn, now: datetime, applied: Applied
-) -> bool:
-    stored = conn.execute(
-        insert(event_t, conn.dialect.name)
-        .values(
-            store_id=store_id,
-            event_id=event.event_id,
-            type=event.type,
-            occurred_at=event.occurred_at,
-            received_at=now,
-            payload=event.model_dump(mode="json", exclude_none=True),
+def _upsert_customers(
+    conn: sa.Connection, dialect: str, store_id: str, events: Sequence[EventIn], now: datetime
+) -> dict[str, int]:
+    merged: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e.customer is None:
+            continue
+        c = e.customer
+        row = merged.setdefault(
+            c.key,
+            {
+                "store_id": store_id,
+                "external_id": c.key,
+                "created_at": now,
+                "updated_at": now,
+                **dict.fromkeys(_CONTACT),
+                **{f"consent_{k}": None for k in _CONSENTS},
+            },
         )
-        .on_conflict_do_nothing(index_elements=["store_id", "event_id"])
-        .returning(event_t.c.id)
-    ).first()
-    if stored is None:
-        return False  # seen before: accepted, never applied twice
-
-    # A clock running ahead at the shop must not push abandonment into the future.
-    at = min(event.occurred_at, now)
-    customer_id = _upsert_customer(conn, store_id, event.customer, now) if event.customer else None
-
-    if event.type == "order.completed":
-        _apply_order(conn, store_id, event, customer_id, at, now, applied)
-    elif event.cart is not None:
-        _apply_cart_activity(conn, store_id, event, customer_id, at, now, applied)
-    return True
+        for k in _CONTACT:
+            if getattr(c, k) is not None:
+                row[k] = getattr(c, k)
+        if c.consents is not None:
+            for k in _CONSENTS:
+                if getattr(c.consents, k) is not None:
+                    row[f"consent_{k}"] = getattr(c.consents, k)
+    if not merged:
+        return {}
+    result = conn.execute(_customer_upsert(dialect), list(merged.values()))
+    return {external_id: int(pk) for pk, external_id in result}
 
 
-def _upsert_customer(
-    conn: sa.Connection, store_id: str, customer: CustomerIn, now: datetime
-) -> int:
-    values: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "email": customer.email,
-            "phone": customer.phone,
-            "locale": customer.locale,
-            "timezone": customer.timezone,
-        }.items()
-        if v is not None
-    }
-    if customer.consents is not None:
-        for channel, granted in customer.consents.model_dump(exclude_none=True).items():
-            values[f"consent_{channel}"] = granted
-    stmt = insert(customer_t, conn.dialect.name).values(
-        store_id=store_id, external_id=customer.key, created_at=now, updated_at=now, **values
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["store_id", "external_id"],
-        set_={**{k: stmt.excluded[k] for k in values}, "updated_at": now},
-    ).returning(customer_t.c.id)
-    return int(conn.execute(stmt).scalar_one())
-
-
-def _lock_cart(conn: sa.Connection, store_id: str, external_id: str) -> Any:
-    query = sa.select(cart_t).where(
-        cart_t.c.store_id == store_id, cart_t.c.external_id == external_id
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return conn.execute(query).first()
-
-
-def _apply_cart_activity(
+def _load_carts(
     conn: sa.Connection,
+    dialect: str,
     store_id: str,
-    event: EventIn,
+    events: Sequence[EventIn],
+    customer_ids: dict[str, int],
+) -> dict[str, _Cart]:
+    external = {e.cart.id for e in events if e.cart is not None}
+    by_customer = {
+        customer_ids[e.customer.key]
+        for e in events
+        if e.type == "order.completed" and e.cart is None and e.customer is not None
+    }
+    clauses = []
+    if external:
+        clauses.append(cart_t.c.external_id.in_(sorted(external)))
+    if by_customer:
+        clauses.append(
+            sa.and_(
+                cart_t.c.customer_id.in_(sorted(by_customer)),
+                cart_t.c.status.in_([CartStatus.ACTIVE, CartStatus.ABANDONED]),
+            )
+        )
+    if not clauses:
+        return {}
+    query = sa.select(cart_t).where(cart_t.c.store_id == store_id, sa.or_(*clauses))
+    if dialect == "postgresql":
+        query = query.with_for_update()
+    return {r.external_id: _Cart(dict(r._mapping)) for r in conn.execute(query)}
+
+
+def _new_cart(store_id: str, external_id: str, at: datetime, e: EventIn, now: datetime) -> _Cart:
+    return _Cart(
+        {
+            "id": None,
+            "store_id": store_id,
+            "external_id": external_id,
+            "customer_id": None,
+            "currency": "USD",
+            "value": 0.0,
+            "items": [],
+            "restore_url": None,
+            "status": CartStatus.ACTIVE,
+            "checkout_stage": "cart",
+            "device": None,
+            "last_event_at": e.occurred_at,
+            "last_activity_at": at,
+            "version": 0,
+            "check_pending": False,
+            "journey": 0,
+            "abandoned_at": None,
+            "converted_at": None,
+            "order_id": None,
+            "order_value": None,
+            "created_at": now,
+        },
+        new=True,
+    )
+
+
+def _cart_activity(
+    carts: dict[str, _Cart],
+    store_id: str,
+    e: EventIn,
     customer_id: int | None,
     at: datetime,
     now: datetime,
-    applied: Applied,
 ) -> None:
-    assert event.cart is not None
-    cart_in = event.cart
-    snapshot: dict[str, Any] = {}
-    if cart_in.currency is not None:
-        snapshot["currency"] = cart_in.currency
-    if cart_in.value is not None:
-        snapshot["value"] = cart_in.value
-    if cart_in.items is not None:
-        snapshot["items"] = [i.model_dump(mode="json", exclude_none=True) for i in cart_in.items]
-    if cart_in.restore_url is not None:
-        snapshot["restore_url"] = cart_in.restore_url
+    assert e.cart is not None
+    cart = carts.get(e.cart.id)
+    if cart is None:
+        cart = carts[e.cart.id] = _new_cart(store_id, e.cart.id, at, e, now)
+    else:
+        row = cart.row
+        if e.occurred_at <= row["last_event_at"]:
+            return  # older than what the cart already shows: stored, not applied
+        if row["status"] == CartStatus.CONVERTED and (
+            row["converted_at"] is None or e.occurred_at <= row["converted_at"]
+        ):
+            return
+    row = cart.row
+    c = e.cart
+    for name in ("currency", "value", "restore_url"):
+        if getattr(c, name) is not None:
+            row[name] = getattr(c, name)
+    if c.items is not None:
+        row["items"] = [i.model_dump(mode="json", exclude_none=True) for i in c.items]
     if customer_id is not None:
-        snapshot["customer_id"] = customer_id
-    if event.context is not None and event.context.device is not None:
-        snapshot["device"] = event.context.device
-    stage = "checkout" if event.type == "checkout.started" else "cart"
-
-    row = _lock_cart(conn, store_id, cart_in.id)
-    if row is None:
-        cart_id = conn.execute(
-            sa.insert(cart_t)
-            .values(
-                store_id=store_id,
-                external_id=cart_in.id,
-                status=CartStatus.ACTIVE,
-                checkout_stage=stage,
-                last_event_at=event.occurred_at,
-                last_activity_at=at,
-                version=1,
-                check_pending=True,
-                journey=0,
-                created_at=now,
-                **snapshot,
-            )
-            .returning(cart_t.c.id)
-        ).scalar_one()
-        applied.checks[cart_id] = at
-        return
-
-    if event.occurred_at <= row.last_event_at:
-        return  # older than what the cart already shows: stored, not applied
-    if row.status == CartStatus.CONVERTED and (
-        row.converted_at is None or event.occurred_at <= row.converted_at
-    ):
-        return
-    changes: dict[str, Any] = {
-        **snapshot,
-        "last_event_at": event.occurred_at,
-        "last_activity_at": max(row.last_activity_at, at),
-        "version": row.version + 1,
-        "status": CartStatus.ACTIVE,
-    }
-    if _STAGES[stage] > _STAGES.get(row.checkout_stage, 0):
-        changes["checkout_stage"] = stage
-    if row.status == CartStatus.ABANDONED:
+        row["customer_id"] = customer_id
+    if e.context is not None and e.context.device is not None:
+        row["device"] = e.context.device
+    stage = "checkout" if e.type == "checkout.started" else "cart"
+    if _STAGES[stage] > _STAGES.get(row["checkout_stage"], 0):
+        row["checkout_stage"] = stage
+    if row["status"] == CartStatus.ABANDONED:
         # The shopper is back: the journey for the last abandonment stops here. Another
         # abandonment will start a new one.
-        _void_pending(conn, row.id, reason="cart_activity", now=now)
-    if not row.check_pending or row.status != CartStatus.ACTIVE:
-        changes["check_pending"] = True
-        applied.checks[row.id] = changes["last_activity_at"]
-    conn.execute(sa.update(cart_t).where(cart_t.c.id == row.id).values(**changes))
+        cart.was_abandoned_void = True
+    if not row["check_pending"] or row["status"] != CartStatus.ACTIVE:
+        row["check_pending"] = True
+        cart.needs_check = True
+    row["status"] = CartStatus.ACTIVE
+    row["last_event_at"] = e.occurred_at
+    row["last_activity_at"] = max(row["last_activity_at"], at)
+    row["version"] += 1
+    cart.dirty = True
 
 
-def _apply_order(
-    conn: sa.Connection,
+def _order_targets(
+    carts: dict[str, _Cart],
     store_id: str,
-    event: EventIn,
+    e: EventIn,
     customer_id: int | None,
     at: datetime,
     now: datetime,
-    applied: Applied,
-) -> None:
-    assert event.order is not None
-    order = event.order
-    if event.cart is not None:
-        row = _lock_cart(conn, store_id, event.cart.id)
-        if row is None:
+) -> list[_Cart]:
+    """Convert the order's cart (or the customer's open carts); return those converted."""
+    assert e.order is not None
+    if e.cart is not None:
+        cart = carts.get(e.cart.id)
+        if cart is None:
             # An order for a cart Nudge never saw: remember it so late cart events stay inert.
-            conn.execute(
-                sa.insert(cart_t).values(
-                    store_id=store_id,
-                    external_id=event.cart.id,
-                    customer_id=customer_id,
-                    currency=event.cart.currency or "USD",
-                    value=event.cart.value if event.cart.value is not None else order.value,
-                    items=[],
-                    status=CartStatus.CONVERTED,
-                    last_event_at=event.occurred_at,
-                    last_activity_at=at,
-                    converted_at=at,
-                    order_id=order.id,
-                    order_value=order.value,
-                    created_at=now,
-                )
+            cart = carts[e.cart.id] = _new_cart(store_id, e.cart.id, at, e, now)
+            cart.row.update(
+                customer_id=customer_id,
+                currency=e.cart.currency or "USD",
+                value=e.cart.value if e.cart.value is not None else e.order.value,
             )
-            return
-        carts = [row]
+        targets = [cart]
     else:
-        carts = list(
-            conn.execute(
-                sa.select(cart_t).where(
-                    cart_t.c.store_id == store_id,
-                    cart_t.c.customer_id == customer_id,
-                    cart_t.c.status.in_([CartStatus.ACTIVE, CartStatus.ABANDONED]),
-                )
-            )
-        )
-    for cart in carts:
-        if cart.status == CartStatus.CONVERTED:
+        targets = [
+            c
+            for c in carts.values()
+            if c.row["customer_id"] == customer_id and c.row["status"] != CartStatus.CONVERTED
+        ]
+    converted = []
+    for cart in targets:
+        row = cart.row
+        if row["status"] == CartStatus.CONVERTED:
             continue  # a second order on a converted cart is not a second recovery
+        row.update(
+            status=CartStatus.CONVERTED,
+            converted_at=at,
+            order_id=e.order.id,
+            order_value=e.order.value,
+            last_event_at=max(row["last_event_at"], e.occurred_at),
+            version=row["version"] + 1,
+            check_pending=False,
+        )
+        cart.needs_check = False
+        cart.dirty = True
+        converted.append(cart)
+    return converted
+
+
+def _write_carts(conn: sa.Connection, carts: Any) -> None:
+    new = [c for c in carts if c.new]
+    if new:
+        rows = [{k: v for k, v in c.row.items() if k != "id"} for c in new]
+        by_external = {c.row["external_id"]: c for c in new}
+        for pk, external_id in conn.execute(_cart_insert(), rows):
+            by_external[external_id].row["id"] = pk
+    changed = [c for c in carts if c.dirty and not c.new]
+    if changed:
         conn.execute(
-            sa.update(cart_t)
-            .where(cart_t.c.id == cart.id)
-            .values(
-                status=CartStatus.CONVERTED,
-                converted_at=at,
-                order_id=order.id,
-                order_value=order.value,
-                last_event_at=max(cart.last_event_at, event.occurred_at),
-                version=cart.version + 1,
-            )
-        )
-        applied.conversions += 1
-        _void_pending(conn, cart.id, reason="ordered", now=now)
-        applied.outcomes += record_conversion(
-            conn, cart_id=cart.id, order_id=order.id, order_value=order.value, at=at, now=now
+            _cart_update(),
+            [{"cart_pk": c.row["id"], **{k: c.row[k] for k in _CART_MUTABLE}} for c in changed],
         )
 
 
-def _void_pending(conn: sa.Connection, cart_id: int, *, reason: str, now: datetime) -> None:
+def _void_pending(conn: sa.Connection, cart_ids: list[int], *, reason: str, now: datetime) -> None:
     conn.execute(
         sa.update(decision_t)
-        .where(decision_t.c.cart_id == cart_id, decision_t.c.state == DecisionState.SCHEDULED)
+        .where(decision_t.c.cart_id.in_(cart_ids), decision_t.c.state == DecisionState.SCHEDULED)
         .values(state=DecisionState.VOID, state_reason=reason, updated_at=now)
     )
 

@@ -72,10 +72,11 @@ class Customer(SQLModel, table=True):
     phone: str | None = Field(default=None, max_length=32)
     locale: str | None = Field(default=None, max_length=35)
     timezone: str | None = Field(default=None, max_length=64)
-    consent_email: bool = False
-    consent_sms: bool = False
-    consent_push: bool = False
-    consent_night: bool = False
+    # None: never stated, which counts as no. Consent is never assumed.
+    consent_email: bool | None = None
+    consent_sms: bool | None = None
+    consent_push: bool | None = None
+    consent_night: bool | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 

@@ -78,7 +78,7 @@ def test_event_is_accepted_once_and_applied_once(
     assert cart.value == pytest.approx(238.0)
     assert count(settings, "event") == 1
     # and one abandonment check is on the broker
-    assert queued(broker) == ["check_cart"]
+    assert queued(broker) == ["check_carts"]
 
 
 def test_cart_changes_reuse_the_pending_abandonment_check(
@@ -97,7 +97,7 @@ def test_cart_changes_reuse_the_pending_abandonment_check(
     assert cart.version == 3
     assert cart.value == pytest.approx(12.0)
     # One check, which re-schedules itself from the cart's newest activity when it runs.
-    assert queued(broker) == ["check_cart"]
+    assert queued(broker) == ["check_carts"]
 
 
 def test_late_event_is_stored_but_changes_nothing(
