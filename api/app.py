@@ -71,11 +71,16 @@ def _summary(problems: list[dict[str, str]]) -> str:
 
 
 class _KeyCache:
-    """API key hash → store id, remembered briefly so ingest does not look it up per event."""
+    """API key hash → store id, remembered briefly so ingest does not look it up per event.
 
-    def __init__(self, ttl: float = 30.0) -> None:
+    Unknown keys are remembered too (for less time), so a client retrying with a wrong key
+    costs one query per few seconds, not one per request.
+    """
+
+    def __init__(self, ttl: float = 30.0, miss_ttl: float = 3.0) -> None:
         self.ttl = ttl
-        self._entries: dict[str, tuple[str, float]] = {}
+        self.miss_ttl = miss_ttl
+        self._entries: dict[str, tuple[str | None, float]] = {}
 
     def get(self, engine: Engine, key_hash: str) -> str | None:
         hit = self._entries.get(key_hash)
@@ -86,8 +91,9 @@ class _KeyCache:
             store_id = conn.execute(
                 sa.select(store_t.c.id).where(store_t.c.api_key_hash == key_hash)
             ).scalar()
-        if store_id is not None:
-            self._entries[key_hash] = (store_id, now + self.ttl)
+        if len(self._entries) > 10_000:  # bounded: random wrong keys cannot grow it forever
+            self._entries.clear()
+        self._entries[key_hash] = (store_id, now + (self.ttl if store_id else self.miss_ttl))
         return store_id
 
 
@@ -117,7 +123,9 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
             status_code=422,
         )
 
-    def store_id(request: Request) -> str:
+    async def store_id(request: Request) -> str:
+        # Async on purpose: a sync dependency costs a thread hop per request, and the lookup
+        # is a dictionary hit except once per key per TTL.
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():

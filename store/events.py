@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 
+from store import bulk
 from store.db import insert
 from store.models import (
     Cart,
@@ -84,44 +84,52 @@ class _Cart:
     needs_check: bool = False
 
 
-# --- prepared statements (built once per dialect) ---------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def _event_insert(dialect: str) -> Any:
-    return (
-        insert(event_t, dialect)
-        .on_conflict_do_nothing(index_elements=["store_id", "event_id"])
-        .returning(event_t.c.event_id)
-    )
-
-
-@lru_cache(maxsize=4)
-def _customer_upsert(dialect: str) -> Any:
-    stmt = insert(customer_t, dialect)
-    # An absent field (None) keeps what is stored: events carry what they know, not everything.
-    keep = {
-        col: sa.func.coalesce(stmt.excluded[col], customer_t.c[col])
+_CUSTOMER_CONFLICT = (
+    "ON CONFLICT (store_id, external_id) DO UPDATE SET "
+    # An absent field (NULL) keeps what is stored: events carry what they know, not everything.
+    + ", ".join(
+        f"{col} = coalesce(excluded.{col}, customer.{col})"
         for col in (*_CONTACT, *(f"consent_{c}" for c in _CONSENTS))
-    }
-    return stmt.on_conflict_do_update(
-        index_elements=["store_id", "external_id"],
-        set_={**keep, "updated_at": stmt.excluded.updated_at},
-    ).returning(customer_t.c.id, customer_t.c.external_id)
-
-
-@lru_cache(maxsize=1)
-def _cart_update() -> Any:
-    return (
-        sa.update(cart_t)
-        .where(cart_t.c.id == sa.bindparam("cart_pk"))
-        .values({col: sa.bindparam(col) for col in _CART_MUTABLE})
     )
+    + ", updated_at = excluded.updated_at"
+)
 
 
-@lru_cache(maxsize=1)
-def _cart_insert() -> Any:
-    return sa.insert(cart_t).returning(cart_t.c.id, cart_t.c.external_id)
+def _insert_events(
+    conn: sa.Connection, store_id: str, events: Sequence[EventIn], now: datetime
+) -> set[str]:
+    """Insert the events not stored yet; return the ids of those inserted now."""
+    if not events:
+        return set()
+    rows = [
+        {
+            "store_id": store_id,
+            "event_id": e.event_id,
+            "type": e.type,
+            "occurred_at": e.occurred_at,
+            "received_at": now,
+            "payload": e.model_dump(mode="json", exclude_none=True),
+        }
+        for e in events
+    ]
+    conflict = "ON CONFLICT (store_id, event_id) DO NOTHING"
+    if conn.dialect.name == "postgresql":
+        returned = bulk.insert_rows(conn, event_t, rows, conflict=conflict, returning=("event_id",))
+        return {r[0] for r in returned}
+    # SQLite: this transaction holds the write lock (BEGIN IMMEDIATE), so what is not there
+    # now is ours to insert.
+    ids = [e.event_id for e in events]
+    seen = set(
+        conn.execute(
+            sa.select(event_t.c.event_id).where(
+                event_t.c.store_id == store_id, event_t.c.event_id.in_(ids)
+            )
+        ).scalars()
+    )
+    bulk.insert_rows(
+        conn, event_t, [r for r in rows if r["event_id"] not in seen], conflict=conflict
+    )
+    return set(ids) - seen
 
 
 # --- the call ----------------------------------------------------------------------------------
@@ -139,24 +147,7 @@ def apply_events(
     for i, e in enumerate(events):
         first.setdefault(e.event_id, i)
     candidates = [events[i] for i in sorted(first.values())]
-    inserted: set[str] = set()
-    if candidates:
-        inserted = set(
-            conn.execute(
-                _event_insert(dialect),
-                [
-                    {
-                        "store_id": store_id,
-                        "event_id": e.event_id,
-                        "type": e.type,
-                        "occurred_at": e.occurred_at,
-                        "received_at": now,
-                        "payload": e.model_dump(mode="json", exclude_none=True),
-                    }
-                    for e in candidates
-                ],
-            ).scalars()
-        )
+    inserted = _insert_events(conn, store_id, candidates, now)
     applied.duplicates = [
         not (e.event_id in inserted and first[e.event_id] == i) for i, e in enumerate(events)
     ]
@@ -179,7 +170,7 @@ def apply_events(
                 conversions.append((cart, e, at))
         elif e.cart is not None:
             _cart_activity(carts, store_id, e, customer_id, at, now)
-    _write_carts(conn, carts.values())
+    _write_carts(conn, store_id, list(carts.values()))
 
     # 4. What follows from the new states.
     voided = [c.row["id"] for c in carts.values() if c.was_abandoned_void]
@@ -232,8 +223,20 @@ def _upsert_customers(
                     row[f"consent_{k}"] = getattr(c.consents, k)
     if not merged:
         return {}
-    result = conn.execute(_customer_upsert(dialect), list(merged.values()))
-    return {external_id: int(pk) for pk, external_id in result}
+    rows = list(merged.values())
+    keys = [r["external_id"] for r in rows]
+    returned = bulk.insert_rows(
+        conn, customer_t, rows, conflict=_CUSTOMER_CONFLICT, returning=("id", "external_id")
+    )
+    if dialect != "postgresql":
+        returned = list(
+            conn.execute(
+                sa.select(customer_t.c.id, customer_t.c.external_id).where(
+                    customer_t.c.store_id == store_id, customer_t.c.external_id.in_(keys)
+                )
+            )
+        )
+    return {external_id: int(pk) for pk, external_id in returned}
 
 
 def _load_carts(
@@ -391,19 +394,30 @@ def _order_targets(
     return converted
 
 
-def _write_carts(conn: sa.Connection, carts: Any) -> None:
+def _write_carts(conn: sa.Connection, store_id: str, carts: Sequence[_Cart]) -> None:
     new = [c for c in carts if c.new]
     if new:
         rows = [{k: v for k, v in c.row.items() if k != "id"} for c in new]
         by_external = {c.row["external_id"]: c for c in new}
-        for pk, external_id in conn.execute(_cart_insert(), rows):
+        returned = bulk.insert_rows(conn, cart_t, rows, returning=("id", "external_id"))
+        if conn.dialect.name != "postgresql":
+            returned = list(
+                conn.execute(
+                    sa.select(cart_t.c.id, cart_t.c.external_id).where(
+                        cart_t.c.store_id == store_id,
+                        cart_t.c.external_id.in_(list(by_external)),
+                    )
+                )
+            )
+        for pk, external_id in returned:
             by_external[external_id].row["id"] = pk
     changed = [c for c in carts if c.dirty and not c.new]
-    if changed:
-        conn.execute(
-            _cart_update(),
-            [{"cart_pk": c.row["id"], **{k: c.row[k] for k in _CART_MUTABLE}} for c in changed],
-        )
+    bulk.update_rows(
+        conn,
+        cart_t,
+        "id",
+        [{"id": c.row["id"], **{k: c.row[k] for k in _CART_MUTABLE}} for c in changed],
+    )
 
 
 def _void_pending(conn: sa.Connection, cart_ids: list[int], *, reason: str, now: datetime) -> None:
