@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +46,7 @@ class GroupIngestor:
     def __init__(self, engine: Engine, after_commit: Callable[[list[Applied]], None]) -> None:
         self.engine = engine
         self.after_commit = after_commit
-        self._pending: list[_Pending] = []
+        self._pending: deque[_Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
 
     async def submit(self, store_id: str, events: list[EventIn]) -> list[bool]:
@@ -59,11 +60,12 @@ class GroupIngestor:
 
     async def _write_all(self) -> None:
         while self._pending:
-            group, size = [], 0
+            group: list[_Pending] = []
+            size = 0
             while self._pending and (
                 not group or size + len(self._pending[0].events) <= MAX_GROUP_EVENTS
             ):
-                item = self._pending.pop(0)
+                item = self._pending.popleft()
                 group.append(item)
                 size += len(item.events)
             try:
@@ -74,13 +76,14 @@ class GroupIngestor:
                 )
                 for item in group:
                     try:
-                        dups = await asyncio.to_thread(self._write_group, [item])
-                        item.future.set_result(dups[0])
+                        alone = await asyncio.to_thread(self._write_group, [item])
                     except Exception as item_exc:
-                        item.future.set_exception(item_exc)
+                        _settle(item, exception=item_exc)
+                    else:
+                        _settle(item, result=alone[0])
                 continue
-            for item, dups in zip(group, results, strict=True):
-                item.future.set_result(dups)
+            for item, duplicates in zip(group, results, strict=True):
+                _settle(item, result=duplicates)
 
     def _write_group(self, group: list[_Pending]) -> list[list[bool]]:
         """One transaction for the group; each request's duplicate flags, in order."""
@@ -114,6 +117,20 @@ class GroupIngestor:
                 applied = apply_events(conn, store_id=run[0].store_id, events=events, now=now)
                 written.append((run, applied))
         return written
+
+
+def _settle(
+    item: _Pending, *, result: list[bool] | None = None, exception: Exception | None = None
+) -> None:
+    """Answer a waiting request, unless it gave up (its client went away): the events are
+    stored either way, and a retry with the same event ids will be told they are duplicates."""
+    if item.future.done():
+        return
+    if exception is not None:
+        item.future.set_exception(exception)
+    else:
+        assert result is not None
+        item.future.set_result(result)
 
 
 def _runs(group: list[_Pending]) -> list[list[_Pending]]:

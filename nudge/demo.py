@@ -93,11 +93,14 @@ class Storefront:
         n = len(self.carts) + 1
         cart_id = f"cart-{n:05d}-{uuid.uuid4().hex[:6]}"
         picks = rng.sample(CATALOG, k=rng.choice([1, 1, 2, 2, 3]))
+        quantities = [rng.choice([1, 1, 1, 2]) for _ in picks]
         items = [
-            {"sku": sku, "name": name, "price": price, "quantity": rng.choice([1, 1, 1, 2])}
-            for sku, name, price in picks
+            {"sku": sku, "name": name, "price": price, "quantity": qty}
+            for (sku, name, price), qty in zip(picks, quantities, strict=True)
         ]
-        value = round(sum(i["price"] * i["quantity"] for i in items), 2)
+        value = round(
+            sum(price * qty for (_, _, price), qty in zip(picks, quantities, strict=True)), 2
+        )
         name = rng.choice(FIRST_NAMES)
         customer = {
             "id": f"cust-{n:05d}",

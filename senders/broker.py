@@ -56,7 +56,9 @@ def setup_broker(settings: Settings, *, stub: bool = False) -> dramatiq.Broker:
     if stub:
         broker = StubBroker()
     else:
-        broker = RedisBroker(client=redis_client(settings), namespace=settings.redis_namespace)
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
+            client=redis_client(settings), namespace=settings.redis_namespace
+        )
     for actor in list(dramatiq.get_broker().actors.values()):
         actor.broker = broker
         broker.declare_actor(actor)

@@ -252,7 +252,7 @@ def _load_carts(
         for e in events
         if e.type == "order.completed" and e.cart is None and e.customer is not None
     }
-    clauses = []
+    clauses: list[sa.ColumnElement[bool]] = []
     if external:
         clauses.append(cart_t.c.external_id.in_(sorted(external)))
     if by_customer:
