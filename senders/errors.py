@@ -6,8 +6,24 @@ class SendError(Exception):
 
 
 class TransientSendError(SendError):
-    """Worth retrying later with the same idempotency key: 4xx replies, timeouts, refusals."""
+    """Worth retrying later with the same idempotency key: 4xx replies, timeouts, refusals.
+
+    ``retry_after`` (seconds) is the provider's own hint, e.g. from a 429's Retry-After.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentSendError(SendError):
-    """Never retried: the provider refused this recipient or message for good."""
+    """Never retried: the provider refused this recipient or message for good.
+
+    ``suppress`` says the recipient must not be contacted on this channel again (an opted-out
+    or invalid number, a gone push subscription); ``reason`` is a short code for records.
+    """
+
+    def __init__(self, message: str, *, reason: str = "refused", suppress: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.suppress = suppress

@@ -27,7 +27,8 @@ from sqlalchemy.engine import Engine
 from optimizer import Decision as PolicyDecision
 from optimizer import Policy
 from senders import links, render
-from senders.channels.email import COST_PER_EMAIL, SmtpEmail
+from senders.channels import open_channel
+from senders.channels.email import COST_PER_EMAIL
 from senders.errors import PermanentSendError, TransientSendError
 from settings import Settings
 from store.db import insert
@@ -327,9 +328,8 @@ def _deliver(
 ) -> list[FollowUp]:
     s = rt.settings
     link = f"{s.public_url.rstrip('/')}/r/{links.sign(s.link_secret, message_id)}"
-    email = render.reminder_email(
+    outgoing = render.email_reminder(
         message_id=message_id,
-        sender=s.email_from,
         recipient=customer.email,
         store_name=store_name,
         items=cart.items,
@@ -337,9 +337,9 @@ def _deliver(
         currency=cart.currency,
         link=link,
     )
-    with SmtpEmail(s) as smtp:
+    with open_channel(d.channel, s) as channel:
         try:
-            smtp.open(email)
+            channel.prepare(outgoing)
         except TransientSendError:
             _release(rt, message_id)
             raise
@@ -362,7 +362,7 @@ def _deliver(
                 .values(status=MessageStatus.HANDOFF)
             )
         try:
-            provider_id = smtp.deliver()
+            sent = channel.deliver()
         except TransientSendError:
             # The server answered 4xx to DATA: it holds no copy, so a retry cannot double.
             with rt.engine.begin() as conn:
@@ -384,8 +384,8 @@ def _deliver(
             .where(message_t.c.id == message_id)
             .values(
                 status=MessageStatus.SENT,
-                provider_id=provider_id,
-                cost=COST_PER_EMAIL,
+                provider_id=sent.provider_id,
+                cost=sent.cost,
                 sent_at=now,
             )
         )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from email.message import EmailMessage
-from email.utils import formatdate
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
+
+from senders.channels.base import Outgoing
 
 _TEMPLATES = Path(__file__).parent / "templates"
 # Currencies without minor units in everyday prices (ISO 4217 exponent 0).
@@ -32,22 +32,17 @@ def money(amount: float, currency: str) -> str:
     return f"{amount:,.2f} {currency}"
 
 
-def reminder_email(
+def email_reminder(
     *,
     message_id: str,
-    sender: str,
     recipient: str,
     store_name: str,
     items: Sequence[Mapping[str, Any]],
     total: float,
     currency: str,
     link: str,
-) -> EmailMessage:
-    """The cart-reminder email, HTML and plain text, with a stable Message-ID.
-
-    The Message-ID is derived from Nudge's message id (the idempotency key), so a provider or a
-    mailbox that sees the same message twice can tell.
-    """
+) -> Outgoing:
+    """The cart-reminder email: HTML and plain text listing the cart and the tracked link."""
     subject = f"You left something in your cart at {store_name}"
     variables = {
         "subject": subject,
@@ -59,14 +54,12 @@ def reminder_email(
         "money": lambda amount: money(amount, currency),
     }
     env = _env()
-    email = EmailMessage()
-    email["Subject"] = subject
-    email["From"] = sender
-    email["To"] = recipient
-    email["Date"] = formatdate(localtime=False)
-    domain = sender.rpartition("@")[2].rstrip(">") or "nudge.localhost"
-    email["Message-ID"] = f"<{message_id}@{domain}>"
-    email["X-Nudge-Message"] = message_id
-    email.set_content(env.get_template("reminder.txt").render(variables))
-    email.add_alternative(env.get_template("reminder.html").render(variables), subtype="html")
-    return email
+    return Outgoing(
+        message_id=message_id,
+        channel="email",
+        recipient=recipient,
+        subject=subject,
+        text=env.get_template("reminder.txt").render(variables),
+        html=env.get_template("reminder.html").render(variables),
+        url=link,
+    )

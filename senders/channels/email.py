@@ -10,9 +10,9 @@ import logging
 import smtplib
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
-from email.utils import parseaddr
-from types import TracebackType
+from email.utils import formatdate, parseaddr
 
+from senders.channels.base import Outgoing, SendResult
 from senders.errors import PermanentSendError, TransientSendError
 from settings import Settings
 
@@ -23,7 +23,9 @@ COST_PER_EMAIL = 0.0
 
 
 class SmtpEmail:
-    channel = "email"
+    """Email over SMTP (any relay). ``prepare`` names sender and recipient; ``deliver`` is DATA."""
+
+    name = "email"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -33,16 +35,12 @@ class SmtpEmail:
     def __enter__(self) -> SmtpEmail:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def open(self, email: EmailMessage) -> None:
+    def prepare(self, message: Outgoing) -> None:
         """Connect, authenticate and name sender and recipient. Nothing is delivered yet."""
+        email = build_email(message, self.settings.email_from)
         s = self.settings
         try:
             smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
@@ -65,8 +63,8 @@ class SmtpEmail:
             raise TransientSendError(f"SMTP {s.smtp_host}:{s.smtp_port}: {exc}") from exc
         self._email = email
 
-    def deliver(self) -> str:
-        """Send DATA. Returns the provider id (the Message-ID).
+    def deliver(self) -> SendResult:
+        """Send DATA. The provider id is the Message-ID.
 
         Raises TransientSendError only when the server said no (4xx): then it holds no copy.
         A dropped connection here is ambiguous and raised as ConnectionError.
@@ -79,7 +77,7 @@ class SmtpEmail:
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             raise ConnectionError(f"SMTP connection lost during DATA: {exc}") from exc
         _check(code, reply, "DATA")
-        return str(self._email["Message-ID"])
+        return SendResult(provider_id=str(self._email["Message-ID"]), cost=COST_PER_EMAIL)
 
     def close(self) -> None:
         if self._smtp is not None:
@@ -88,6 +86,26 @@ class SmtpEmail:
             except (OSError, smtplib.SMTPException):
                 self._smtp.close()
             self._smtp = None
+
+
+def build_email(message: Outgoing, default_sender: str) -> EmailMessage:
+    """The MIME message: text and HTML alternatives, a Message-ID derived from Nudge's message
+    id (the idempotency key), so a relay or mailbox that sees it twice can tell."""
+    sender = message.sender or default_sender
+    email = EmailMessage()
+    email["Subject"] = message.subject or ""
+    email["From"] = sender
+    email["To"] = message.recipient
+    email["Date"] = formatdate(localtime=False)
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "nudge.localhost"
+    email["Message-ID"] = f"<{message.message_id}@{domain}>"
+    email["X-Nudge-Message"] = message.message_id
+    for name, value in message.headers.items():
+        email[name] = value
+    email.set_content(message.text)
+    if message.html is not None:
+        email.add_alternative(message.html, subtype="html")
+    return email
 
 
 def _address(header: str) -> str:

@@ -1,0 +1,63 @@
+"""The one small interface every channel adapter implements.
+
+A send has two steps, so the journey can record the hand-off between them:
+
+1. ``prepare(message)`` — everything before the point of no return: connect, authenticate,
+   validate the recipient. Nothing can reach the customer yet, so a crash or an error here is
+   safe to retry.
+2. ``deliver()`` — hand the message to the provider. From here the provider may hold it.
+
+Errors (``senders.errors``): ``PermanentSendError`` (never retried; ``suppress`` says whether
+the recipient must be suppressed, e.g. an opted-out number), ``TransientSendError`` (retried
+later with the same idempotency key; raised from ``deliver`` only when the provider certainly
+holds no copy, e.g. an HTTP 429 or a 4xx SMTP reply), and ``ConnectionError`` from
+``deliver`` when the outcome is unknown (the journey then never re-sends: at most once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One rendered message, ready for a channel."""
+
+    message_id: str  # Nudge's message id: the idempotency key at the provider, where it has one
+    channel: str
+    recipient: str  # email address, E.164 phone number, or a push subscription's JSON
+    text: str  # the plain-text body (email text part, SMS body, push body, AlimTalk message)
+    subject: str | None = None  # email subject / push title
+    html: str | None = None  # email only
+    sender: str | None = None  # email From / SMS sender number
+    headers: Mapping[str, str] = field(default_factory=dict)  # extra email headers
+    url: str | None = None  # the tracked link (push click target, AlimTalk button)
+    template: str | None = None  # AlimTalk: the provider's pre-registered template code
+    variables: Mapping[str, str] = field(default_factory=dict)  # AlimTalk #{var} values
+    status_callback: str | None = None  # where the provider reports delivery (SMS)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_id: str  # the provider's id for the message (Message-ID, Twilio SID, …)
+    cost: float  # what this message cost, in USD
+    status: str = "sent"  # the provider's first status (sent, queued, accepted, …)
+    detail: str | None = None  # e.g. "fallback:lms" when AlimTalk fell back to SMS
+
+
+class Channel(Protocol):
+    """A channel adapter. One instance serves one send; use it as a context manager."""
+
+    name: str
+
+    def prepare(self, message: Outgoing) -> None: ...
+
+    def deliver(self) -> SendResult: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Channel: ...
+
+    def __exit__(self, *exc: object) -> None: ...
