@@ -60,6 +60,11 @@ class Store(SQLModel, table=True):
     # sha256 of the secret API key; the key itself is shown once and never stored.
     api_key_hash: str = Field(max_length=64, index=True, sa_column_kwargs={"unique": True})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # ISO 3166 country whose messaging law applies (KR adds "(광고)" and 21:00–08:00 quiet hours).
+    country: str = Field(default="US", max_length=2)
+    # Compliance rules (quiet hours, frequency caps); see senders.compliance.Rules for the shape.
+    # Empty: the country's preset.
+    rules: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
 
 
 class Customer(SQLModel, table=True):
@@ -176,6 +181,63 @@ class Message(SQLModel, table=True):
     # Until then the current attempt owns the send; after it, a crash is assumed.
     lease_until: datetime = Field(sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # "permanent" (refused for good: no retry, maybe suppressed) or "transient" (retried).
+    error_kind: str | None = Field(default=None, max_length=16)
+    # What the provider reported later (delivered, undelivered, failed…), via its callbacks.
+    delivery_status: str | None = Field(default=None, max_length=32)
+    # e.g. SMS segments and encoding, or an AlimTalk fallback to SMS.
+    detail: str | None = Field(default=None, max_length=200)
+
+
+class Suppression(SQLModel, table=True):
+    """An address that must not be contacted on a channel: unsubscribed, STOP, bounced, gone.
+
+    Only new, explicit consent lifts it (see ``store.events``)."""
+
+    __table_args__ = (sa.UniqueConstraint("store_id", "channel", "address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: str = Field(foreign_key="store.id", max_length=32)
+    channel: str = Field(max_length=16)
+    address: str = Field(max_length=2048)  # email (lower case), E.164 phone, push endpoint
+    reason: str = Field(max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class PushSubscription(SQLModel, table=True):
+    """A browser's Web Push subscription (endpoint + keys), removed when the service says 410."""
+
+    __table_args__ = (sa.UniqueConstraint("store_id", "endpoint"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: str = Field(foreign_key="store.id", max_length=32)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    endpoint: str = Field(max_length=2048)
+    p256dh: str = Field(max_length=200)
+    auth: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Coupon(SQLModel, table=True):
+    """A unique, single-use code minted for one decision's discount."""
+
+    __table_args__ = (sa.UniqueConstraint("store_id", "code"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: str = Field(foreign_key="store.id", max_length=32)
+    decision_id: str = Field(foreign_key="decision.id", max_length=32, unique=True)
+    code: str = Field(max_length=32)
+    discount_pct: float
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    redeemed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    order_id: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Open(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(foreign_key="message.id", max_length=32, index=True)
+    opened_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class Click(SQLModel, table=True):
