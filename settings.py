@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_timeout_seconds: float = 30.0
     email_from: str = "Nudge <reminders@nudge.localhost>"
+    # A coupon minted for a discounted touch is valid this long.
+    coupon_valid_days: float = Field(default=7.0, gt=0)
 
     # A cart idle this long with no order is abandoned.
     abandon_after_seconds: float = Field(default=1800.0, gt=0)

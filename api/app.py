@@ -11,21 +11,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
-import orjson
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
+from api.errors import JSON, ApiError
 from api.ingest import GroupIngestor
-from senders import actors, links
+from api.tracking import tracking_router
+from senders import actors
 from senders.broker import setup_broker
 from settings import Settings
 from store.db import get_engine
-from store.events import Applied, cart_t, decision_t, message_t
+from store.events import Applied
 from store.models import Click, Store
 from store.schemas import BatchIn, BatchResult, EventIn, EventResult
 from store.stores import hash_key
@@ -33,24 +33,6 @@ from store.stores import hash_key
 logger = logging.getLogger(__name__)
 store_t: sa.Table = Store.__table__  # type: ignore[attr-defined]
 click_t: sa.Table = Click.__table__  # type: ignore[attr-defined]
-
-
-class JSON(Response):
-    """JSON rendered by orjson: ingest answers many small bodies."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-class ApiError(HTTPException):
-    """An error answered as ``{"error": code, "message": text, ...}``."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(status_code=status, detail=message)
-        self.code = code
-        self.extra = extra
 
 
 def _describe(errors: list[Any], prefix: str = "") -> list[dict[str, str]]:
@@ -225,30 +207,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
             status_code=202,
         )
 
-    def click(token: str) -> str | None:
-        message_id = links.verify(settings.link_secret, token)
-        if message_id is None:
-            return None
-        with engine.begin() as conn:
-            url = conn.execute(
-                sa.select(cart_t.c.restore_url)
-                .select_from(message_t.join(decision_t, decision_t.c.id == message_t.c.decision_id))
-                .join(cart_t, cart_t.c.id == decision_t.c.cart_id)
-                .where(message_t.c.id == message_id)
-            ).scalar()
-            if url is None:
-                return None
-            conn.execute(
-                sa.insert(click_t).values(message_id=message_id, clicked_at=datetime.now(UTC))
-            )
-        return str(url)
-
-    @app.get("/r/{token}", summary="A tracked restore link: records the click, then redirects")
-    async def restore(token: str) -> Response:
-        url = await run_in_threadpool(click, token)
-        if url is None:
-            raise ApiError(404, "unknown_link", "this link is not valid (or its cart is gone)")
-        return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+    app.include_router(tracking_router(settings, engine))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

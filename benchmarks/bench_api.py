@@ -120,9 +120,7 @@ def _run_on(db: str, url: str | None, redis_url: str | None, data: Path) -> list
         env["NUDGE_DATABASE_URL"] = url
     if redis_url:
         env["NUDGE_REDIS_URL"] = redis_url
-    settings = Settings(
-        data_dir=data, database_url=url, redis_url=redis_url, redis_namespace="x"
-    )
+    settings = Settings(data_dir=data, database_url=url, redis_url=redis_url, redis_namespace="x")
     upgrade(settings.sqlalchemy_url)
     with get_engine(settings.sqlalchemy_url).begin() as conn:
         _, key = create_store(conn, name=f"bench-{uuid.uuid4().hex[:6]}")
@@ -133,9 +131,20 @@ def _run_on(db: str, url: str | None, redis_url: str | None, data: Path) -> list
     rows = []
     port = free_port()
     empty = _serve(
-        [sys.executable, "-m", "uvicorn", "benchmarks.empty_app:app", "--port", str(port),
-         "--no-access-log", "--log-level", "warning"],
-        port, env, "/v1/empty",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchmarks.empty_app:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        port,
+        env,
+        "/v1/empty",
     )
     try:
         rows.append(_measure(port, "empty_request", 1, "empty FastAPI endpoint", db))

@@ -21,23 +21,26 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from optimizer import Decision as PolicyDecision
 from optimizer import Policy
-from senders import links, render
+from senders import compliance, coupons, render
 from senders.channels import open_channel
 from senders.channels.email import COST_PER_EMAIL
 from senders.errors import PermanentSendError, TransientSendError
 from settings import Settings
 from store.db import insert
 from store.events import cart_t, customer_t, decision_t, message_t, outcome_t
-from store.models import CartStatus, DecisionState, MessageStatus, Store, new_id
+from store.models import CartStatus, DecisionState, MessageStatus, PushSubscription, Store, new_id
+from store.suppressions import suppress
 from store.types import utcnow
 
 logger = logging.getLogger(__name__)
 store_t: sa.Table = Store.__table__  # type: ignore[attr-defined]
+push_t: sa.Table = PushSubscription.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,7 @@ def build_context(
     previous_abandons = max(0, journey - 1)
     local_hour = now.hour
     if customer is not None:
-        if customer.email and customer.consent_email:
-            channels.append("email")
+        channels = compliance.reachable_channels(conn, store_id=cart.store_id, customer=customer)
         others = conn.execute(
             sa.select(
                 sa.func.count().filter(cart_t.c.status == CartStatus.CONVERTED),
@@ -175,6 +177,17 @@ def _decide(
     context = build_context(conn, cart, customer, journey=journey, touch=touch, now=now)
     chosen: PolicyDecision = policy.choose(context, now=now)
     arm = chosen.arm
+    when = base + _real(rt, arm.delay_minutes * 60.0)
+    if customer is not None and not arm.is_holdout:
+        store = conn.execute(
+            sa.select(store_t.c.country, store_t.c.rules).where(store_t.c.id == cart.store_id)
+        ).one()
+        when = compliance.next_allowed(
+            when,
+            timezone=customer.timezone,
+            rules=compliance.Rules.for_store(store.country, store.rules),
+            night_consent=bool(customer.consent_night),
+        )
     row: dict[str, Any] = {
         "id": chosen.id if len(chosen.id) == 32 else new_id(),
         "store_id": cart.store_id,
@@ -189,7 +202,7 @@ def _decide(
         "propensity": chosen.propensity,
         "context": context,
         "decided_at": now,
-        "scheduled_for": base + _real(rt, arm.delay_minutes * 60.0),
+        "scheduled_for": when,
         "state": DecisionState.SKIPPED if arm.is_holdout else DecisionState.SCHEDULED,
         "state_reason": "holdout" if arm.is_holdout else None,
         "window_ends_at": now + _real(rt, rt.settings.attribution_window_days * 86400.0),
@@ -219,6 +232,19 @@ def _schedule(rt: Runtime, decision: dict[str, Any] | None, now: datetime) -> li
 # --- sending ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Send:
+    """Everything a hand-off needs, read in the claiming transaction."""
+
+    decision: Any
+    cart: Any
+    customer: Any
+    store: Any
+    message_id: str
+    recipient: str
+    coupon: str | None
+
+
 def send_touch(rt: Runtime, decision_id: str) -> list[FollowUp]:
     """Send one touch, at most once. Safe to run any number of times for the same decision."""
     s = rt.settings
@@ -236,39 +262,7 @@ def send_touch(rt: Runtime, decision_id: str) -> list[FollowUp]:
                     if wait > s.broker_delay_horizon_seconds
                     else [FollowUp("send_touch", decision_id, _ms(wait))]
                 )
-            cart = conn.execute(sa.select(cart_t).where(cart_t.c.id == d.cart_id)).one()
-            customer = _customer(conn, cart.customer_id)
-            reason = _why_not(cart, customer, d)
-            if reason is not None:
-                state = DecisionState.VOID if reason == "ordered" else DecisionState.SKIPPED
-                conn.execute(
-                    sa.update(decision_t)
-                    .where(decision_t.c.id == decision_id)
-                    .values(state=state, state_reason=reason, updated_at=now)
-                )
-                logger.info("Touch %s not sent: %s", decision_id, reason)
-                return []
             message_id = new_id()
-            conn.execute(
-                sa.update(decision_t)
-                .where(decision_t.c.id == decision_id)
-                .values(state=DecisionState.SENDING, updated_at=now)
-            )
-            # The idempotency record: from here on this touch is never started twice.
-            conn.execute(
-                sa.insert(message_t).values(
-                    id=message_id,
-                    decision_id=decision_id,
-                    store_id=d.store_id,
-                    channel=d.channel,
-                    recipient=customer.email,
-                    status=MessageStatus.PREPARED,
-                    cost=0.0,
-                    attempts=1,
-                    created_at=now,
-                    lease_until=now + timedelta(seconds=s.send_lease_seconds),
-                )
-            )
         elif d.state == DecisionState.SENDING:
             # A retry, or a crashed worker's send: take it over only if its lease ran out
             # before anything was handed to the provider.
@@ -288,20 +282,58 @@ def send_touch(rt: Runtime, decision_id: str) -> list[FollowUp]:
             if claimed is None:
                 return []
             message_id = claimed.id
-            cart = conn.execute(sa.select(cart_t).where(cart_t.c.id == d.cart_id)).one()
-            customer = _customer(conn, cart.customer_id)
-            reason = _why_not(cart, customer, d)
-            if reason is not None:
-                _void_message(conn, decision_id, message_id, reason, now)
-                logger.info("Touch %s not sent on retry: %s", decision_id, reason)
-                return []
         else:
             return []  # sent, skipped, void or failed already
-        store_name = conn.execute(
-            sa.select(store_t.c.name).where(store_t.c.id == d.store_id)
-        ).scalar_one()
 
-    return _deliver(rt, d, cart, customer, message_id, store_name)
+        cart = conn.execute(sa.select(cart_t).where(cart_t.c.id == d.cart_id)).one()
+        customer = _customer(conn, cart.customer_id)
+        store = conn.execute(sa.select(store_t).where(store_t.c.id == d.store_id)).one()
+        obstacle = _obstacle(conn, rt, d, cart, customer, store, now)
+        if isinstance(obstacle, datetime):  # quiet hours: same touch, later
+            claimed_id = message_id if d.state == DecisionState.SENDING else None
+            return _postpone(conn, rt, d, claimed_id, obstacle, now)
+        if obstacle is not None:
+            if d.state == DecisionState.SENDING:
+                _void_message(conn, decision_id, message_id, obstacle, now)
+            else:
+                conn.execute(
+                    sa.update(decision_t)
+                    .where(decision_t.c.id == decision_id)
+                    .values(state=_state_for(obstacle), state_reason=obstacle, updated_at=now)
+                )
+            logger.info("Touch %s not sent: %s", decision_id, obstacle)
+            return []
+
+        recipient = _recipient(conn, d.channel, customer)
+        if d.state == DecisionState.SCHEDULED:
+            conn.execute(
+                sa.update(decision_t)
+                .where(decision_t.c.id == decision_id)
+                .values(state=DecisionState.SENDING, updated_at=now)
+            )
+            # The idempotency record: from here on this touch is never started twice.
+            conn.execute(
+                sa.insert(message_t).values(
+                    id=message_id,
+                    decision_id=decision_id,
+                    store_id=d.store_id,
+                    channel=d.channel,
+                    recipient=recipient.address,
+                    status=MessageStatus.PREPARED,
+                    cost=0.0,
+                    attempts=1,
+                    created_at=now,
+                    lease_until=now + timedelta(seconds=s.send_lease_seconds),
+                )
+            )
+        code = coupons.mint(conn, rt.settings, d, now) if d.discount_pct > 0 else None
+        send = _Send(d, cart, customer, store, message_id, recipient.payload, code)
+
+    return _deliver(rt, send)
+
+
+def _state_for(reason: str) -> str:
+    return DecisionState.VOID if reason in ("ordered", "cart_changed") else DecisionState.SKIPPED
 
 
 def _customer(conn: sa.Connection, customer_id: int | None) -> Any:
@@ -310,32 +342,89 @@ def _customer(conn: sa.Connection, customer_id: int | None) -> Any:
     return conn.execute(sa.select(customer_t).where(customer_t.c.id == customer_id)).first()
 
 
-def _why_not(cart: Any, customer: Any, d: Any) -> str | None:
-    """Why this touch must not go out now, or None. Checked again right before hand-off."""
+@dataclass(frozen=True)
+class _Recipient:
+    address: str  # what the message record keeps (email, phone, "push:<subscription id>")
+    payload: str  # what the channel gets (for push: the subscription's JSON)
+
+
+def _recipient(conn: sa.Connection, channel: str, customer: Any) -> _Recipient:
+    if channel == "push":
+        sub = conn.execute(
+            sa.select(push_t)
+            .where(push_t.c.customer_id == customer.id)
+            .order_by(push_t.c.id.desc())
+            .limit(1)
+        ).one()
+        subscription = {"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}}
+        return _Recipient(f"push:{sub.id}", orjson.dumps(subscription).decode())
+    address = customer.email if channel == "email" else customer.phone
+    return _Recipient(address, address)
+
+
+def _obstacle(
+    conn: sa.Connection, rt: Runtime, d: Any, cart: Any, customer: Any, store: Any, now: datetime
+) -> str | datetime | None:
+    """Why this touch must not go out now (a reason), when it may (a time), or None.
+
+    Checked when the send is claimed and, for what can change in a moment (an order, an
+    unsubscribe), again right before the hand-off.
+    """
     if cart.status == CartStatus.CONVERTED:
         return "ordered"
     if cart.status != CartStatus.ABANDONED or cart.journey != d.journey:
         return "cart_changed"
-    if customer is None or not customer.email:
+    if customer is None:
         return "no_contact"
-    if not customer.consent_email:
-        return "no_consent"
-    return None
+    if d.channel not in compliance.reachable_channels(conn, store_id=d.store_id, customer=customer):
+        push = (
+            d.channel == "push"
+            and conn.execute(
+                sa.select(push_t.c.id).where(push_t.c.customer_id == customer.id)
+            ).first()
+        )
+        has_contact = {
+            "email": customer.email,
+            "sms": customer.phone,
+            "kakao": customer.phone,
+            "push": push,
+        }.get(d.channel)
+        if not has_contact:
+            return "no_contact"
+        if compliance.contact_for(d.channel, customer, "x") is None:
+            return "no_consent"
+        return "suppressed"
+    rules = compliance.Rules.for_store(store.country, store.rules)
+    cap = compliance.cap_reached(
+        conn,
+        customer_id=customer.id,
+        channel=d.channel,
+        now=now,
+        rules=rules,
+        day=_real(rt, 86400.0),
+    )
+    if cap is not None:
+        return cap
+    allowed = compliance.next_allowed(
+        now, timezone=customer.timezone, rules=rules, night_consent=bool(customer.consent_night)
+    )
+    return allowed if allowed > now else None
 
 
-def _deliver(
-    rt: Runtime, d: Any, cart: Any, customer: Any, message_id: str, store_name: str
-) -> list[FollowUp]:
+def _deliver(rt: Runtime, send: _Send) -> list[FollowUp]:
     s = rt.settings
-    link = f"{s.public_url.rstrip('/')}/r/{links.sign(s.link_secret, message_id)}"
-    outgoing = render.email_reminder(
+    d, message_id = send.decision, send.message_id
+    outgoing = render.reminder(
+        channel=d.channel,
         message_id=message_id,
-        recipient=customer.email,
-        store_name=store_name,
-        items=cart.items,
-        total=float(cart.value),
-        currency=cart.currency,
-        link=link,
+        recipient=send.recipient,
+        store=send.store,
+        cart=send.cart,
+        customer=send.customer,
+        coupon=send.coupon,
+        discount_pct=d.discount_pct,
+        touch=d.touch,
+        settings=s,
     )
     with open_channel(d.channel, s) as channel:
         try:
@@ -344,17 +433,19 @@ def _deliver(
             _release(rt, message_id)
             raise
         except PermanentSendError as exc:
-            _fail(rt, d.id, message_id, str(exc))
+            _fail(rt, send, exc)
             raise
-        # Last look before the point of no return: did the customer order meanwhile?
+        # Last look before the point of no return: an order or an opt-out meanwhile?
         with rt.engine.begin() as conn:
-            status = conn.execute(
-                sa.select(cart_t.c.status, cart_t.c.journey).where(cart_t.c.id == d.cart_id)
-            ).one()
-            if status.status != CartStatus.ABANDONED or status.journey != d.journey:
-                reason = "ordered" if status.status == CartStatus.CONVERTED else "cart_changed"
-                _void_message(conn, d.id, message_id, reason, rt.clock())
-                logger.info("Touch %s voided before hand-off: %s", d.id, reason)
+            now = rt.clock()
+            cart = conn.execute(sa.select(cart_t).where(cart_t.c.id == d.cart_id)).one()
+            customer = _customer(conn, cart.customer_id)
+            obstacle = _obstacle(conn, rt, d, cart, customer, send.store, now)
+            if isinstance(obstacle, datetime):
+                return _postpone(conn, rt, d, message_id, obstacle, now)
+            if obstacle is not None:
+                _void_message(conn, d.id, message_id, obstacle, now)
+                logger.info("Touch %s stopped before hand-off: %s", d.id, obstacle)
                 return []
             conn.execute(
                 sa.update(message_t)
@@ -364,16 +455,20 @@ def _deliver(
         try:
             sent = channel.deliver()
         except TransientSendError:
-            # The server answered 4xx to DATA: it holds no copy, so a retry cannot double.
+            # The provider said no without keeping a copy, so a retry cannot double.
             with rt.engine.begin() as conn:
                 conn.execute(
                     sa.update(message_t)
                     .where(message_t.c.id == message_id)
-                    .values(status=MessageStatus.PREPARED, lease_until=rt.clock())
+                    .values(
+                        status=MessageStatus.PREPARED,
+                        lease_until=rt.clock(),
+                        error_kind="transient",
+                    )
                 )
             raise
         except PermanentSendError as exc:
-            _fail(rt, d.id, message_id, str(exc))
+            _fail(rt, send, exc)
             raise
         # A ConnectionError here leaves the message in hand-off: the sweep marks it uncertain.
 
@@ -386,11 +481,18 @@ def _deliver(
                 status=MessageStatus.SENT,
                 provider_id=sent.provider_id,
                 cost=sent.cost,
+                detail=sent.detail,
                 sent_at=now,
             )
         )
         next_decision = _after_sent(conn, rt, d, now)
-    logger.info("Email sent for cart %s touch %d (message %s)", d.cart_id, d.touch, message_id)
+    logger.info(
+        "%s sent for cart %s touch %d (message %s)",
+        d.channel.capitalize() if d.channel != "sms" else "SMS",
+        d.cart_id,
+        d.touch,
+        message_id,
+    )
     return _schedule(rt, next_decision, now)
 
 
@@ -415,32 +517,74 @@ def _release(rt: Runtime, message_id: str) -> None:
         )
 
 
-def _fail(rt: Runtime, decision_id: str, message_id: str, error: str) -> None:
+def _fail(rt: Runtime, send: _Send, exc: PermanentSendError) -> None:
+    """The provider refused for good: record it, and suppress the address if it says so."""
     now = rt.clock()
+    d = send.decision
     with rt.engine.begin() as conn:
         conn.execute(
             sa.update(message_t)
-            .where(message_t.c.id == message_id)
-            .values(status=MessageStatus.FAILED, error=error[:500])
+            .where(message_t.c.id == send.message_id)
+            .values(status=MessageStatus.FAILED, error=str(exc)[:500], error_kind="permanent")
         )
         conn.execute(
             sa.update(decision_t)
-            .where(decision_t.c.id == decision_id)
-            .values(state=DecisionState.FAILED, state_reason="provider_refused", updated_at=now)
+            .where(decision_t.c.id == d.id)
+            .values(state=DecisionState.FAILED, state_reason=exc.reason[:64], updated_at=now)
         )
+        if exc.suppress:
+            address = send.recipient
+            if d.channel == "push":
+                address = orjson.loads(send.recipient)["endpoint"]
+                conn.execute(sa.delete(push_t).where(push_t.c.endpoint == address))
+            suppress(
+                conn,
+                store_id=d.store_id,
+                channel=d.channel,
+                address=address,
+                reason=exc.reason,
+                at=now,
+            )
 
 
 def _void_message(
     conn: sa.Connection, decision_id: str, message_id: str, reason: str, now: datetime
 ) -> None:
+    """Nothing was handed over, and the touch ends with ``reason``."""
     conn.execute(
         sa.update(message_t).where(message_t.c.id == message_id).values(status=MessageStatus.VOID)
     )
     conn.execute(
         sa.update(decision_t)
         .where(decision_t.c.id == decision_id)
-        .values(state=DecisionState.VOID, state_reason=reason, updated_at=now)
+        .values(state=_state_for(reason), state_reason=reason, updated_at=now)
     )
+
+
+def _postpone(
+    conn: sa.Connection,
+    rt: Runtime,
+    d: Any,
+    message_id: str | None,
+    until: datetime,
+    now: datetime,
+) -> list[FollowUp]:
+    """Quiet hours: the same touch, at the first allowed minute. A claimed (never handed over)
+    message record is dropped so the touch can be claimed afresh then."""
+    if message_id is not None:
+        conn.execute(sa.delete(message_t).where(message_t.c.id == message_id))
+    conn.execute(
+        sa.update(decision_t)
+        .where(decision_t.c.id == d.id)
+        .values(
+            state=DecisionState.SCHEDULED, scheduled_for=until, enqueued_at=None, updated_at=now
+        )
+    )
+    logger.info("Touch %s postponed out of quiet hours", d.id)
+    wait = (until - now).total_seconds()
+    if wait > rt.settings.broker_delay_horizon_seconds:
+        return []
+    return [FollowUp("send_touch", d.id, _ms(wait))]
 
 
 # --- the sweep -------------------------------------------------------------------------------

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from senders import links
 from senders.channels.base import Outgoing
+from settings import Settings
 
 _TEMPLATES = Path(__file__).parent / "templates"
 # Currencies without minor units in everyday prices (ISO 4217 exponent 0).
@@ -32,34 +34,142 @@ def money(amount: float, currency: str) -> str:
     return f"{amount:,.2f} {currency}"
 
 
-def email_reminder(
+def language(locale: str | None) -> str:
+    """The template language for a customer's locale: Korean or English."""
+    return "ko" if (locale or "").lower().startswith("ko") else "en"
+
+
+def tracked(settings: Settings, message_id: str, *, touch: int, channel: str) -> dict[str, str]:
+    """The signed links of one message: restore (click), open pixel and unsubscribe."""
+    base = settings.public_url.rstrip("/")
+    secret = settings.link_secret
+    del touch, channel  # UTM parameters are added at redirect time, from the message record
+    return {
+        "link": f"{base}/r/{links.sign(secret, message_id)}",
+        "pixel": f"{base}/o/{links.sign(secret, message_id, 'open')}.gif",
+        "unsubscribe": f"{base}/u/{links.sign(secret, message_id, 'unsubscribe')}",
+    }
+
+
+def reminder(
     *,
+    channel: str,
     message_id: str,
     recipient: str,
-    store_name: str,
-    items: Sequence[Mapping[str, Any]],
-    total: float,
-    currency: str,
-    link: str,
+    store: Any,
+    cart: Any,
+    customer: Any,
+    coupon: str | None,
+    discount_pct: float,
+    touch: int,
+    settings: Settings,
 ) -> Outgoing:
-    """The cart-reminder email: HTML and plain text listing the cart and the tracked link."""
-    subject = f"You left something in your cart at {store_name}"
-    variables = {
-        "subject": subject,
-        "store_name": store_name,
-        "items": [{"image_url": None, "url": None, **item} for item in items],
+    """The cart reminder for one channel, in the customer's language and the store's law."""
+    from senders.compliance import Rules
+
+    rules = Rules.for_store(store.country, store.rules)
+    lang = language(customer.locale if customer is not None else None)
+    urls = tracked(settings, message_id, touch=touch, channel=channel)
+    items = [{"image_url": None, "url": None, **item} for item in cart.items]
+    total = float(cart.value)
+    variables: dict[str, Any] = {
+        "store_name": store.name,
+        "items": items,
         "total": total,
-        "link": link,
         "first_name": None,
-        "money": lambda amount: money(amount, currency),
+        "coupon": coupon,
+        "discount_pct": discount_pct,
+        "ad_prefix": rules.advertising_prefix,
+        "opt_out_notice": rules.opt_out_notice,
+        "money": lambda amount: money(amount, cart.currency),
+        **urls,
     }
-    env = _env()
-    return Outgoing(
-        message_id=message_id,
-        channel="email",
-        recipient=recipient,
-        subject=subject,
-        text=env.get_template("reminder.txt").render(variables),
-        html=env.get_template("reminder.html").render(variables),
-        url=link,
+    prefix = f"{rules.advertising_prefix} " if rules.advertising_prefix else ""
+    if channel == "email":
+        subject = (
+            f"{prefix}{store.name}: 장바구니에 상품이 남아 있어요"
+            if lang == "ko"
+            else f"{prefix}You left something in your cart at {store.name}"
+        )
+        env = _env()
+        suffix = ".ko" if lang == "ko" else ""
+        variables["subject"] = subject
+        return Outgoing(
+            message_id=message_id,
+            channel="email",
+            recipient=recipient,
+            subject=subject,
+            text=env.get_template(f"reminder{suffix}.txt").render(variables),
+            html=env.get_template(f"reminder{suffix}.html").render(variables),
+            url=urls["link"],
+            headers={
+                # RFC 8058 one-click unsubscribe: mail clients POST to the URL.
+                "List-Unsubscribe": f"<{urls['unsubscribe']}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+        )
+    text = _short_text(
+        lang,
+        prefix,
+        store.name,
+        len(items),
+        money(total, cart.currency),
+        coupon,
+        discount_pct,
+        urls,
+        rules.opt_out_notice,
+    )
+    if channel == "push":
+        title = f"{prefix}{store.name}"
+        return Outgoing(
+            message_id=message_id,
+            channel="push",
+            recipient=recipient,
+            subject=title,
+            text=text.split("\n")[1],
+            url=urls["link"],
+        )
+    if channel in ("sms", "kakao"):
+        return Outgoing(
+            message_id=message_id,
+            channel=channel,
+            recipient=recipient,
+            text=text,
+            url=urls["link"],
+            template="NUDGE_CART_REMINDER_KO" if lang == "ko" else "NUDGE_CART_REMINDER_EN",
+            variables={
+                "store": store.name,
+                "count": str(len(items)),
+                "total": money(total, cart.currency),
+                "coupon": coupon or "",
+                "link": urls["link"],
+                "unsubscribe": urls["unsubscribe"],
+            },
+            status_callback=f"{settings.public_url.rstrip('/')}/v1/providers/twilio/status",
+        )
+    raise ValueError(f"no template for channel {channel!r}")
+
+
+def _short_text(
+    lang: str,
+    prefix: str,
+    store: str,
+    count: int,
+    total: str,
+    coupon: str | None,
+    discount_pct: float,
+    urls: Mapping[str, str],
+    opt_out: str,
+) -> str:
+    """SMS / push / AlimTalk body. Line 2 is the push body."""
+    if lang == "ko":
+        offer = f" {discount_pct:.0f}% 할인 쿠폰 {coupon}" if coupon else ""
+        return (
+            f"{prefix}{store}\n장바구니에 상품 {count}개({total})가 남아 있어요.{offer}\n"
+            f"{urls['link']}\n{opt_out} {urls['unsubscribe']}"
+        )
+    offer = f" Use {coupon} for {discount_pct:.0f}% off." if coupon else ""
+    return (
+        f"{prefix}{store}\nYou left {count} item{'s' if count != 1 else ''} ({total}) in your "
+        f"cart.{offer}\n{urls['link']}\nReply STOP to opt out."
     )

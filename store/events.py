@@ -19,11 +19,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from store import bulk
+from store import bulk, suppressions
 from store.db import insert
 from store.models import (
     Cart,
     CartStatus,
+    Coupon,
     Customer,
     Decision,
     DecisionState,
@@ -40,6 +41,7 @@ event_t: sa.Table = Event.__table__  # type: ignore[attr-defined]
 decision_t: sa.Table = Decision.__table__  # type: ignore[attr-defined]
 message_t: sa.Table = Message.__table__  # type: ignore[attr-defined]
 outcome_t: sa.Table = Outcome.__table__  # type: ignore[attr-defined]
+coupon_t: sa.Table = Coupon.__table__  # type: ignore[attr-defined]
 
 _STAGES = {"cart": 0, "checkout": 1, "payment": 2}
 _CONTACT = ("email", "phone", "locale", "timezone")
@@ -157,6 +159,9 @@ def apply_events(
 
     # 2. Customers: one upsert for all, fields merged in event order.
     customer_ids = _upsert_customers(conn, dialect, store_id, fresh, now)
+    for e in fresh:
+        if e.type == "contact.captured" and e.customer is not None:
+            _renewed_consent(conn, store_id, e, customer_ids[e.customer.key])
 
     # 3. Carts: read once, apply every event in memory, write back once.
     carts = _load_carts(conn, dialect, store_id, fresh, customer_ids)
@@ -186,6 +191,7 @@ def apply_events(
                 cart_id=cart.row["id"],
                 order_id=e.order.id,
                 order_value=e.order.value,
+                coupon_code=e.order.coupon_code,
                 at=at,
                 now=now,
             )
@@ -237,6 +243,33 @@ def _upsert_customers(
             )
         )
     return {external_id: int(pk) for pk, external_id in returned}
+
+
+def _renewed_consent(conn: sa.Connection, store_id: str, e: EventIn, customer_id: int) -> None:
+    """An explicit new consent (a contact.captured event granting a channel) lifts an older
+    suppression of that address. Consent flags riding along on cart events never do: a
+    storefront repeating stale flags must not undo an unsubscribe."""
+    assert e.customer is not None
+    if e.customer.consents is None:
+        return
+    granted = [c for c in ("email", "sms") if getattr(e.customer.consents, c) is True]
+    if not granted:
+        return
+    row = conn.execute(
+        sa.select(customer_t.c.email, customer_t.c.phone).where(customer_t.c.id == customer_id)
+    ).one()
+    for channel in granted:
+        address = row.email if channel == "email" else row.phone
+        if address is None:
+            continue
+        for suppressed_channel in ("sms", "kakao") if channel == "sms" else ("email",):
+            suppressions.lift(
+                conn,
+                store_id=store_id,
+                channel=suppressed_channel,
+                address=address,
+                consented_at=e.occurred_at,
+            )
 
 
 def _load_carts(
@@ -420,6 +453,28 @@ def _write_carts(conn: sa.Connection, store_id: str, carts: Sequence[_Cart]) -> 
     )
 
 
+def _redeem(
+    conn: sa.Connection, cart_id: int, code: str, order_id: str, at: datetime
+) -> tuple[str, float] | None:
+    """Mark the coupon used; returns (decision id, discount %) if it belongs to this cart."""
+    row = conn.execute(
+        sa.select(coupon_t.c.id, coupon_t.c.decision_id, coupon_t.c.discount_pct)
+        .select_from(coupon_t.join(decision_t, decision_t.c.id == coupon_t.c.decision_id))
+        .where(
+            decision_t.c.cart_id == cart_id,
+            sa.func.upper(coupon_t.c.code) == code.strip().upper(),
+            coupon_t.c.redeemed_at.is_(None),
+            coupon_t.c.expires_at >= at,
+        )
+    ).first()
+    if row is None:
+        return None
+    conn.execute(
+        sa.update(coupon_t).where(coupon_t.c.id == row.id).values(redeemed_at=at, order_id=order_id)
+    )
+    return str(row.decision_id), float(row.discount_pct)
+
+
 def _void_pending(conn: sa.Connection, cart_ids: list[int], *, reason: str, now: datetime) -> None:
     conn.execute(
         sa.update(decision_t)
@@ -436,8 +491,14 @@ def record_conversion(
     order_value: float,
     at: datetime,
     now: datetime,
+    coupon_code: str | None = None,
 ) -> list[str]:
-    """Give every open decision of the cart whose window covers ``at`` a converted outcome."""
+    """Give every open decision of the cart whose window covers ``at`` a converted outcome.
+
+    A coupon code on the order that one of these decisions minted (unused, unexpired) is
+    redeemed, and that decision's outcome carries the discount given.
+    """
+    redeemed = _redeem(conn, cart_id, coupon_code, order_id, at) if coupon_code else None
     rows = conn.execute(
         sa.select(decision_t.c.id, decision_t.c.store_id, message_t.c.status, message_t.c.cost)
         .select_from(decision_t.outerjoin(message_t, message_t.c.decision_id == decision_t.c.id))
@@ -459,8 +520,11 @@ def record_conversion(
                 converted=True,
                 order_id=order_id,
                 revenue=order_value,
-                # Coupons (and so discounts actually redeemed) arrive with the channels work.
-                discount_amount=0.0,
+                discount_amount=(
+                    round(order_value * redeemed[1] / 100.0, 2)
+                    if redeemed and redeemed[0] == row.id
+                    else 0.0
+                ),
                 message_sent=sent,
                 message_cost=float(row.cost or 0.0) if sent else 0.0,
                 resolved_at=now,

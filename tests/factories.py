@@ -7,6 +7,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 
+def daytime_zone(at: datetime | None = None) -> str:
+    """An IANA zone where it is early afternoon now, so quiet hours never hold a test up.
+
+    (Tests of quiet hours set their own zones and clocks.)
+    """
+    hour = (at or datetime.now(UTC)).hour
+    offset = (13 - hour + 12) % 24 - 12  # UTC offset in -12..+11 putting local time at 13:xx
+    # Etc/GMT zones have inverted signs: Etc/GMT-5 is UTC+5.
+    return "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
 def cart_event(
     cart_id: str = "c-1001",
     *,
@@ -19,6 +30,7 @@ def cart_event(
     event_id: str | None = None,
     customer_id: str = "cust-1",
     restore_url: str = "https://shop.example.com/cart/restore/abc",
+    timezone: str | None = None,
 ) -> dict[str, Any]:
     items = items or [
         {
@@ -48,7 +60,7 @@ def cart_event(
             "id": customer_id,
             "email": email,
             "locale": "en-US",
-            "timezone": "America/New_York",
+            "timezone": timezone or daytime_zone(occurred_at),
             "consents": {"email": consent},
         }
     return event

@@ -102,7 +102,10 @@ def test_cart_to_email_to_click_to_order_to_outcome(stack: dict[str, Any]) -> No
         # When the shopper clicks: a redirect to the shop's own restore URL, click recorded
         r = httpx.get(base + link.group(1), follow_redirects=False)
         assert r.status_code == 302
-        assert r.headers["location"] == "https://shop.example.com/cart/restore/abc"
+        assert r.headers["location"] == (
+            "https://shop.example.com/cart/restore/abc?utm_source=nudge&utm_medium=email"
+            "&utm_campaign=cart_recovery&utm_content=touch1"
+        )
         assert len(table(settings, "click")) == 1
 
         # And orders

@@ -156,7 +156,10 @@ def test_click_redirects_only_to_the_stores_restore_url(
     with TestClient(create_app(rt.settings, broker=broker)) as client:
         r = client.get(f"/r/{token}", follow_redirects=False)
         assert r.status_code == 302
-        assert r.headers["location"] == "https://shop.example.com/cart/restore/abc"
+        assert r.headers["location"] == (
+            "https://shop.example.com/cart/restore/abc?utm_source=nudge&utm_medium=email"
+            "&utm_campaign=cart_recovery&utm_content=touch1"
+        )
         forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
         assert client.get(f"/r/{forged}", follow_redirects=False).status_code == 404
         other = links.sign("another-secret", message.id)

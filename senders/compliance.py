@@ -1,0 +1,197 @@
+"""What the law and the store allow: consent, suppressions, quiet hours, frequency caps.
+
+Enforced twice: when a touch is scheduled (its time moves out of quiet hours) and again when
+it is sent (everything re-checked, since consent, suppressions and caps change meanwhile).
+
+Presets:
+
+- ``KR`` — 정보통신망법 제50조: no advertising messages 21:00–08:00 in the recipient's time
+  without separate night consent; messages start with "(광고)", carry the sender's name and a
+  free way to opt out.
+- ``US`` — TCPA practice: contact between 08:00 and 21:00 recipient's local time.
+
+A store may override any rule through its ``rules`` JSON, e.g.
+``{"quiet_start": "20:00", "quiet_end": "09:00", "sms_per_day": 1, "messages_per_week": 3}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from store.models import (
+    Cart,
+    Decision,
+    Message,
+    MessageStatus,
+    PushSubscription,
+    Suppression,
+)
+from store.suppressions import normalise
+
+cart_t: sa.Table = Cart.__table__  # type: ignore[attr-defined]
+decision_t: sa.Table = Decision.__table__  # type: ignore[attr-defined]
+message_t: sa.Table = Message.__table__  # type: ignore[attr-defined]
+suppression_t: sa.Table = Suppression.__table__  # type: ignore[attr-defined]
+push_t: sa.Table = PushSubscription.__table__  # type: ignore[attr-defined]
+
+#: Message states that count as "sent" for caps (a hand-off in progress may have arrived).
+_COUNTED = (MessageStatus.SENT, MessageStatus.UNCERTAIN, MessageStatus.HANDOFF)
+
+
+@dataclass(frozen=True)
+class Rules:
+    quiet_start: time | None = time(21, 0)  # quiet from (local time)…
+    quiet_end: time | None = time(8, 0)  # …until
+    night_consent_lifts_quiet: bool = False  # KR: a separate night consent allows night sends
+    sms_per_day: int | None = 1  # per customer, SMS and KakaoTalk together, rolling 24 h
+    messages_per_week: int | None = 3  # per customer, every channel, rolling 7 days
+    advertising_prefix: str | None = None  # "(광고)" in Korea
+    opt_out_notice: str = "Unsubscribe"
+
+    @classmethod
+    def for_store(cls, country: str, overrides: Mapping[str, Any] | None = None) -> Rules:
+        rules = PRESETS.get(country.upper(), PRESETS["US"])
+        if overrides:
+            rules = replace(rules, **_parse_overrides(overrides))
+        return rules
+
+    def in_quiet_hours(self, local: time, *, night_consent: bool) -> bool:
+        if self.quiet_start is None or self.quiet_end is None:
+            return False
+        if night_consent and self.night_consent_lifts_quiet:
+            return False
+        if self.quiet_start <= self.quiet_end:
+            return self.quiet_start <= local < self.quiet_end
+        return local >= self.quiet_start or local < self.quiet_end  # across midnight
+
+
+PRESETS: dict[str, Rules] = {
+    "US": Rules(),
+    "KR": Rules(
+        night_consent_lifts_quiet=True,
+        advertising_prefix="(광고)",
+        opt_out_notice="무료수신거부",
+    ),
+}
+
+
+def _parse_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    known = set(Rules.__dataclass_fields__)
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown rules {sorted(unknown)}; known: {sorted(known)}")
+    parsed = dict(overrides)
+    for key in ("quiet_start", "quiet_end"):
+        if isinstance(parsed.get(key), str):
+            parsed[key] = time.fromisoformat(parsed[key])
+    return parsed
+
+
+def next_allowed(
+    at: datetime, *, timezone: str | None, rules: Rules, night_consent: bool
+) -> datetime:
+    """``at``, or the first minute after it outside the recipient's quiet hours.
+
+    The recipient's own time zone decides; without one, UTC is used (the conservative choice
+    would need a guess about where the customer is, which the store should provide).
+    """
+    zone = ZoneInfo(timezone) if timezone else ZoneInfo("UTC")
+    local = at.astimezone(zone)
+    if not rules.in_quiet_hours(local.time(), night_consent=night_consent):
+        return at
+    assert rules.quiet_end is not None
+    end = local.replace(
+        hour=rules.quiet_end.hour, minute=rules.quiet_end.minute, second=0, microsecond=0
+    )
+    if end <= local:
+        end += timedelta(days=1)
+    # Wall-clock arithmetic in the zone, then back to UTC (DST-safe through ZoneInfo).
+    return end.replace(tzinfo=zone).astimezone(at.tzinfo)
+
+
+def contact_for(channel: str, customer: Any, push_endpoint: str | None = None) -> str | None:
+    """The address a channel reaches this customer at, if consented. None: not reachable."""
+    if customer is None:
+        return None
+    if channel == "email":
+        return customer.email if customer.email and customer.consent_email else None
+    if channel in ("sms", "kakao"):
+        return customer.phone if customer.phone and customer.consent_sms else None
+    if channel == "push":
+        return push_endpoint if customer.consent_push else None
+    return None
+
+
+def reachable_channels(conn: sa.Connection, *, store_id: str, customer: Any) -> list[str]:
+    """Channels with a contact, consent and no suppression, in a stable order."""
+    if customer is None:
+        return []
+    push = _push_endpoint(conn, customer.id)
+    candidates: dict[str, str] = {}
+    for channel in ("email", "sms", "push", "kakao"):
+        address = contact_for(channel, customer, push)
+        if address:
+            candidates[channel] = address
+    if not candidates:
+        return []
+    suppressed = {
+        (row.channel, row.address)
+        for row in conn.execute(
+            sa.select(suppression_t.c.channel, suppression_t.c.address).where(
+                suppression_t.c.store_id == store_id,
+                suppression_t.c.address.in_([normalise(c, a) for c, a in candidates.items()]),
+            )
+        )
+    }
+    return [c for c, a in candidates.items() if (c, normalise(c, a)) not in suppressed]
+
+
+def _push_endpoint(conn: sa.Connection, customer_id: int) -> str | None:
+    return conn.execute(
+        sa.select(push_t.c.endpoint)
+        .where(push_t.c.customer_id == customer_id)
+        .order_by(push_t.c.id.desc())
+        .limit(1)
+    ).scalar()
+
+
+def cap_reached(
+    conn: sa.Connection,
+    *,
+    customer_id: int,
+    channel: str,
+    now: datetime,
+    rules: Rules,
+    day: timedelta = timedelta(days=1),
+) -> str | None:
+    """Which frequency cap a send on ``channel`` now would break, or None.
+
+    ``day`` is how long a day lasts (shorter under ``NUDGE_TIME_SCALE``).
+    """
+    sent_by_customer = (
+        sa.select(message_t.c.channel, message_t.c.created_at)
+        .select_from(
+            message_t.join(decision_t, decision_t.c.id == message_t.c.decision_id).join(
+                cart_t, cart_t.c.id == decision_t.c.cart_id
+            )
+        )
+        .where(
+            cart_t.c.customer_id == customer_id,
+            message_t.c.status.in_(_COUNTED),
+            message_t.c.created_at > now - 7 * day,
+        )
+    )
+    rows = conn.execute(sent_by_customer).all()
+    if rules.messages_per_week is not None and len(rows) >= rules.messages_per_week:
+        return "cap_week"
+    if rules.sms_per_day is not None and channel in ("sms", "kakao"):
+        texts = [r for r in rows if r.channel in ("sms", "kakao") and r.created_at > now - day]
+        if len(texts) >= rules.sms_per_day:
+            return "cap_sms_day"
+    return None
