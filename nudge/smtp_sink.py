@@ -83,10 +83,14 @@ class SmtpSink:
 
     def start(self) -> SmtpSink:
         self._controller.start()
+        self.running = True
         return self
 
     def stop(self) -> None:
-        self._controller.stop()
+        """Stop listening (idempotent: a test may stop the relay before its fixture does)."""
+        if getattr(self, "running", False):
+            self._controller.stop()
+            self.running = False
 
     def __enter__(self) -> SmtpSink:
         return self.start()

@@ -1,0 +1,156 @@
+"""The actors on Dramatiq's StubBroker: what they queue, and that running them twice is safe."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dramatiq
+import pytest
+import sqlalchemy as sa
+from dramatiq.brokers.stub import StubBroker
+
+from nudge.smtp_sink import SmtpSink
+from senders import actors
+from senders.broker import setup_broker
+from settings import Settings
+from store.db import get_engine
+from store.events import apply_events, decision_t, message_t
+from store.schemas import EventIn
+from tests.factories import cart_event
+from tests.processes import eventually
+
+
+@pytest.fixture
+def stub(env: Any, settings: Settings) -> Iterator[tuple[StubBroker, SmtpSink, Settings]]:
+    with SmtpSink() as sink:
+        # Time 3600x faster: abandonment after 0.5 s, the first touch 1 s later.
+        s = env(database_url=settings.database_url, smtp_port=sink.port, time_scale=3600)
+        broker = setup_broker(s, stub=True)
+        assert isinstance(broker, StubBroker)
+        broker.emit_after("process_boot")
+        yield broker, sink, s
+        broker.flush_all()
+
+
+class _Empty:
+    queue: list[str] = []
+
+
+def queued(broker: StubBroker) -> list[tuple[str, Any, int | None]]:
+    out = []
+    for queue in broker.queues.values():
+        for raw in list(queue.queue):
+            m = json.loads(raw)
+            out.append((m["actor_name"], m["args"][0], m["options"].get("eta")))
+    return sorted(out, key=lambda x: x[0])
+
+
+def test_checks_travel_in_one_message_and_sends_follow(
+    stub: tuple[StubBroker, SmtpSink, Settings], store_key: tuple[str, str]
+) -> None:
+    broker, sink, s = stub
+    store_id, _ = store_key
+    # Given three carts changed in one go
+    now = datetime.now(UTC)
+    with get_engine(s.sqlalchemy_url).begin() as conn:
+        applied = apply_events(
+            conn,
+            store_id=store_id,
+            events=[
+                EventIn.model_validate(
+                    cart_event(f"c-{i}", customer_id=f"u-{i}", email=f"u{i}@example.com")
+                )
+                for i in range(3)
+            ],
+            now=now,
+        )
+    # When their checks are scheduled: one message for the three, due when they are idle
+    actors.schedule_checks(list(applied.checks), 500)
+    ((name, cart_ids, eta),) = queued(broker)
+    assert name == "check_carts" and sorted(cart_ids) == sorted(applied.checks)
+    assert eta is not None
+
+    # Then a worker runs them: three abandonments, three sends, three emails, once each
+    def states() -> list[tuple[int, str]]:
+        with get_engine(s.sqlalchemy_url).connect() as conn:
+            return [
+                (r.touch, r.state)
+                for r in conn.execute(
+                    sa.select(decision_t.c.touch, decision_t.c.state).order_by(decision_t.c.touch)
+                )
+            ]
+
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        sink.wait_for(3, timeout=20)
+        eventually(lambda: states().count((2, "scheduled")) == 3, 10, lambda: repr(states()))
+    finally:
+        worker.stop()
+    assert states().count((1, "sent")) == 3
+    # The second touches (23 h later = 23 s) are waiting in the database, not sent
+    assert len(sink.messages) == 3
+
+    # Running a send again changes nothing
+    with get_engine(s.sqlalchemy_url).connect() as conn:
+        sent_ids = (
+            conn.execute(sa.select(decision_t.c.id).where(decision_t.c.state == "sent"))
+            .scalars()
+            .all()
+        )
+    for decision_id in sent_ids:
+        actors.send_touch.fn(decision_id)
+    assert len(sink.messages) == 3
+
+
+def test_send_retries_with_backoff_when_the_relay_is_down(
+    stub: tuple[StubBroker, SmtpSink, Settings], store_key: tuple[str, str]
+) -> None:
+    broker, sink, s = stub
+    store_id, _ = store_key
+    with get_engine(s.sqlalchemy_url).begin() as conn:
+        applied = apply_events(
+            conn,
+            store_id=store_id,
+            events=[
+                EventIn.model_validate(
+                    cart_event(occurred_at=datetime.now(UTC) - timedelta(hours=1))
+                )
+            ],
+            now=datetime.now(UTC),
+        )
+    (cart_id,) = applied.checks
+    sink.stop()  # the relay is down
+    actors.check_carts.fn([cart_id])
+    with get_engine(s.sqlalchemy_url).connect() as conn:
+        (decision_id,) = conn.execute(sa.select(decision_t.c.id)).scalars().all()
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        actors.send_touch.send(decision_id)
+        # The failed attempt is retried later (Retries middleware re-queues with a delay)
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        while datetime.now(UTC) < deadline:
+            # A retry waits on the delay queue, not on the queue itself.
+            retries = [
+                json.loads(m)
+                for m in list(broker.queues.get(f"{actors.QUEUE}.DQ", _Empty()).queue)
+                if json.loads(m)["actor_name"] == "send_touch"
+            ]
+            if retries:
+                break
+            time.sleep(0.05)
+        assert retries, "the failed send was not queued for a retry"
+        (retry,) = retries
+        assert retry["args"] == [decision_id] and retry["options"]["retries"] >= 1
+    finally:
+        worker.stop()
+    # Nothing went out, and the idempotency record waits for the retry, its lease released
+    with get_engine(s.sqlalchemy_url).connect() as conn:
+        (message,) = conn.execute(sa.select(message_t)).all()
+    assert (message.status, message.error_kind) == ("prepared", None)
+    assert message.lease_until <= datetime.now(UTC)
