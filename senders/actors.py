@@ -89,3 +89,13 @@ def check_carts(cart_ids: list[int]) -> None:
 def send_touch(decision_id: str) -> None:
     """Send one touch of a journey (at most once), then schedule the next."""
     enqueue(journey.send_touch(runtime(), decision_id))
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def noop(counter_key: str) -> None:
+    """Does nothing but count itself: the broker's ceiling for ``make bench``, and a liveness
+    probe (send one, watch the counter)."""
+    broker = dramatiq.get_broker()
+    client = getattr(broker, "client", None)
+    if client is not None:
+        client.incr(counter_key)
