@@ -121,8 +121,12 @@ def contact_for(channel: str, customer: Any, push_endpoint: str | None = None) -
         return None
     if channel == "email":
         return customer.email if customer.email and customer.consent_email else None
-    if channel in ("sms", "kakao"):
+    if channel == "sms":
         return customer.phone if customer.phone and customer.consent_sms else None
+    if channel == "kakao":
+        # KakaoTalk reaches Korean numbers only; its LMS fallback needs the SMS consent too.
+        phone = customer.phone
+        return phone if phone and phone.startswith("+82") and customer.consent_sms else None
     if channel == "push":
         return push_endpoint if customer.consent_push else None
     return None

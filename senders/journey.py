@@ -537,14 +537,16 @@ def _fail(rt: Runtime, send: _Send, exc: PermanentSendError) -> None:
             if d.channel == "push":
                 address = orjson.loads(send.recipient)["endpoint"]
                 conn.execute(sa.delete(push_t).where(push_t.c.endpoint == address))
-            suppress(
-                conn,
-                store_id=d.store_id,
-                channel=d.channel,
-                address=address,
-                reason=exc.reason,
-                at=now,
-            )
+            # A phone number refused on SMS is refused on KakaoTalk's SMS fallback too.
+            for channel in ("sms", "kakao") if d.channel in ("sms", "kakao") else (d.channel,):
+                suppress(
+                    conn,
+                    store_id=d.store_id,
+                    channel=channel,
+                    address=address,
+                    reason=exc.reason,
+                    at=now,
+                )
 
 
 def _void_message(

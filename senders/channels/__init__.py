@@ -6,10 +6,18 @@ from collections.abc import Callable
 
 from senders.channels.base import Channel, Outgoing, SendResult
 from senders.channels.email import SmtpEmail
+from senders.channels.kakao import AlimTalk
+from senders.channels.push import WebPush
+from senders.channels.sms import TwilioSms
 from settings import Settings
 
 #: channel name → adapter factory. Each adapter module adds itself here.
-ADAPTERS: dict[str, Callable[[Settings], Channel]] = {"email": SmtpEmail}
+ADAPTERS: dict[str, Callable[[Settings], Channel]] = {
+    "email": SmtpEmail,
+    "sms": TwilioSms,
+    "push": WebPush,
+    "kakao": AlimTalk,
+}
 
 
 def open_channel(name: str, settings: Settings) -> Channel:

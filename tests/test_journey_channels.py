@@ -1,0 +1,198 @@
+"""The journey on SMS and Web Push: the same claim / hand-off / record path as email.
+
+Real database (SQLite and PostgreSQL), the real twilio SDK against a local server speaking
+Twilio's Messages API, and real pywebpush against a local push service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import SQLModel
+
+from nudge.provider_sinks import PushSink, TwilioSink, vapid_keys
+from optimizer import FixedSchedulePolicy
+from senders import journey
+from senders.errors import PermanentSendError
+from settings import Settings
+from store.db import get_engine
+from store.events import apply_events
+from store.schemas import EventIn
+from tests.factories import cart_event
+
+SID, TOKEN, FROM = "AC" + "2" * 32, "journey-token", "+15005550006"
+VAPID_PRIVATE, VAPID_PUBLIC = vapid_keys()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioSink]:
+    with TwilioSink(SID, TOKEN) as sink:
+        yield sink
+
+
+@pytest.fixture
+def push_service() -> Iterator[PushSink]:
+    with PushSink(vapid_public_key=VAPID_PUBLIC) as sink:
+        yield sink
+
+
+@pytest.fixture
+def channel_settings(
+    env: Any, settings: Settings, twilio: TwilioSink, push_service: PushSink
+) -> Settings:
+    assert settings.database_url and push_service.url
+    return env(  # type: ignore[no-any-return]
+        twilio_account_sid=SID,
+        twilio_auth_token=TOKEN,
+        twilio_from=FROM,
+        twilio_base_url=twilio.base_url,
+        vapid_private_key=VAPID_PRIVATE,
+        public_url="https://nudge.example.com",
+    )
+
+
+def runtime(settings: Settings, channel: str) -> journey.Runtime:
+    policy = FixedSchedulePolicy(channel=channel)
+    return journey.Runtime(
+        settings=settings,
+        engine=get_engine(settings.sqlalchemy_url),
+        policy_for=lambda _store: policy,
+        clock=Clock(),
+    )
+
+
+def rows(rt: journey.Runtime, table: str) -> list[Any]:
+    t = SQLModel.metadata.tables[table]
+    with rt.engine.connect() as conn:
+        return list(conn.execute(sa.select(t)))
+
+
+def abandon_and_wait(rt: journey.Runtime, store_id: str, event: dict[str, Any]) -> None:
+    """Post the cart, let it be abandoned, and run the first touch when it is due."""
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    with rt.engine.begin() as conn:
+        applied = apply_events(
+            conn, store_id=store_id, events=[EventIn.model_validate(event)], now=clock()
+        )
+    clock.now += timedelta(minutes=31)
+    for cart_id in applied.checks:
+        journey.check_cart(rt, cart_id)
+    clock.now += timedelta(minutes=60)
+    for f in journey.sweep(rt).follow_ups:
+        if f.actor == "send_touch" and not f.delay_ms:
+            try:
+                journey.send_touch(rt, str(f.arg))
+            except PermanentSendError:
+                pass  # recorded by the journey; the actor's `throws` stops retries
+
+
+def sms_shopper(phone: str = "+14155550123") -> dict[str, Any]:
+    event = cart_event()
+    event["customer"]["phone"] = phone
+    event["customer"]["consents"] = {"email": False, "sms": True}
+    return event
+
+
+def test_sms_reminder_goes_out_and_is_costed_by_segment(
+    channel_settings: Settings, twilio: TwilioSink, store_key: tuple[str, str]
+) -> None:
+    rt = runtime(channel_settings, "sms")
+    store_id, _ = store_key
+    abandon_and_wait(rt, store_id, sms_shopper())
+
+    (sent,) = twilio.messages
+    assert sent.form["To"] == "+14155550123" and sent.form["From"] == FROM
+    body = sent.form["Body"]
+    assert "Acme Outdoor" in body and "https://nudge.example.com/r/" in body
+    assert "Reply STOP" in body
+    assert sent.form["StatusCallback"] == "https://nudge.example.com/v1/providers/twilio/status"
+    (message,) = rows(rt, "message")
+    assert (message.status, message.channel, message.provider_id) == ("sent", "sms", sent.sid)
+    assert message.cost == pytest.approx(sent.segments * channel_settings.sms_price_per_segment)
+    assert f"segments={sent.segments}" in (message.detail or "")
+
+
+def test_opted_out_number_is_suppressed_and_never_tried_again(
+    channel_settings: Settings, twilio: TwilioSink, store_key: tuple[str, str]
+) -> None:
+    rt = runtime(channel_settings, "sms")
+    store_id, _ = store_key
+    # Given Twilio says the recipient replied STOP to us at some point (21610)
+    twilio.opted_out()
+    abandon_and_wait(rt, store_id, sms_shopper())
+    (message,) = rows(rt, "message")
+    assert (message.status, message.error_kind) == ("failed", "permanent")
+    (decision,) = rows(rt, "decision")
+    assert (decision.state, decision.state_reason) == ("failed", "opted_out")
+    suppressed = {(x.channel, x.address, x.reason) for x in rows(rt, "suppression")}
+    assert suppressed == {
+        ("sms", "+14155550123", "opted_out"),
+        ("kakao", "+14155550123", "opted_out"),  # the same number, KakaoTalk's SMS fallback
+    }
+    # When the same shopper abandons another cart, SMS is no longer a reachable channel
+    second = sms_shopper()
+    second["cart"]["id"] = "c-2"
+    second["event_id"] = "second"
+    abandon_and_wait(rt, store_id, second)
+    latest = max(rows(rt, "decision"), key=lambda d: d.decided_at)
+    assert latest.context["channels"] == [] and latest.arm_key == "holdout"
+    assert len(twilio.messages) == 0
+
+
+def test_push_reminder_and_a_gone_subscription(
+    channel_settings: Settings, push_service: PushSink, store_key: tuple[str, str]
+) -> None:
+    rt = runtime(channel_settings, "push")
+    store_id, _ = store_key
+    browser = push_service.subscribe()
+    event = cart_event()
+    event["customer"]["consents"] = {"email": False, "push": True}
+    # The browser's subscription, as POST /v1/push/subscriptions stores it
+    contact = {**event, "type": "contact.captured", "event_id": "contact"}
+    del contact["cart"]
+    with rt.engine.begin() as conn:
+        apply_events(
+            conn, store_id=store_id, events=[EventIn.model_validate(contact)], now=rt.clock()
+        )
+        customer_id = conn.execute(sa.text("SELECT id FROM customer")).scalar_one()
+        keys = browser.info["keys"]
+        conn.execute(
+            SQLModel.metadata.tables["pushsubscription"]
+            .insert()
+            .values(
+                store_id=store_id,
+                customer_id=customer_id,
+                endpoint=browser.endpoint,
+                p256dh=keys["p256dh"],
+                auth=keys["auth"],
+                created_at=rt.clock(),
+            )
+        )
+    event["event_id"] = "again"
+    abandon_and_wait(rt, store_id, event)
+    (received,) = push_service.received
+    assert received.payload["title"] == "Acme Outdoor"
+    assert received.payload["url"].startswith("https://nudge.example.com/r/")
+    (message,) = rows(rt, "message")
+    assert message.status == "sent" and message.recipient.startswith("push:")
+
+    # When the browser unsubscribed (410), the next push removes the subscription for good
+    push_service.gone(browser.endpoint)
+    second = {**event, "event_id": "third", "cart": {**event["cart"], "id": "c-2"}}
+    abandon_and_wait(rt, store_id, second)
+    assert rows(rt, "pushsubscription") == []
+    (sup,) = rows(rt, "suppression")
+    assert (sup.channel, sup.address) == ("push", browser.endpoint)
+    assert len(push_service.received) == 1
