@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DEV_SECRET = "dev-only-link-secret-change-me"
@@ -41,6 +41,39 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_timeout_seconds: float = 30.0
     email_from: str = "Nudge <reminders@nudge.localhost>"
+    # SMS through Twilio. Unset credentials: SMS sends fail as "not_configured" (no retry).
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None  # also verifies X-Twilio-Signature on callbacks
+    twilio_from: str | None = None  # the installation's sender number, E.164
+    # Unset: the real Twilio API. e.g. http://127.0.0.1:8026 for the demo's local sink.
+    twilio_base_url: str | None = None
+    twilio_timeout_seconds: float = Field(default=15.0, gt=0)
+    # USD per SMS segment: Twilio's US outbound list price (2024). Set your destination's,
+    # e.g. about 0.05 for South Korea; an LMS fallback of AlimTalk is priced below.
+    sms_price_per_segment: float = Field(default=0.0079, ge=0)
+    # The TwiML answer to an inbound HELP.
+    sms_help_text: str = (
+        "Cart reminders from the store you shopped at. Reply STOP to opt out. "
+        "수신거부: STOP 또는 수신거부"
+    )
+    # Web Push (VAPID): the private key as PEM, or base64url raw (32 bytes) or DER.
+    vapid_private_key: str | None = None
+    vapid_subject: str = "mailto:reminders@nudge.localhost"
+    # How long a push service keeps a notification for an offline browser.
+    push_ttl_seconds: int = Field(default=24 * 3600, ge=0)
+    push_timeout_seconds: float = Field(default=10.0, gt=0)
+    # KakaoTalk AlimTalk through an NHN Cloud-shaped provider API.
+    alimtalk_base_url: str = "https://api-alimtalk.cloud.toast.com"
+    alimtalk_app_key: str | None = None
+    alimtalk_secret: str | None = None
+    alimtalk_sender_key: str | None = None
+    # The registered Korean number the SMS/LMS fallback is sent from (resendSendNo).
+    alimtalk_resend_from: str | None = None
+    alimtalk_timeout_seconds: float = Field(default=10.0, gt=0)
+    # USD per message, from NHN Cloud's list prices in KRW at about 1,350 KRW/USD:
+    # AlimTalk about 8 KRW, an LMS fallback about 30 KRW.
+    alimtalk_price: float = Field(default=0.006, ge=0)
+    lms_price: float = Field(default=0.022, ge=0)
     # A coupon minted for a discounted touch is valid this long.
     coupon_valid_days: float = Field(default=7.0, gt=0)
 
@@ -65,6 +98,13 @@ class Settings(BaseSettings):
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 512 * 1024
     max_batch_events: int = 500
+
+    # The Streamlit dashboard (`nudge ui`). With a password set, the dashboard asks for it; bound
+    # to any address other than localhost it refuses to run without one.
+    ui_password: SecretStr | None = None
+    # Gross margin on revenue for the dashboard's profit and ROI figures, until experiments
+    # carry their own economics (optimizer.Economics uses the same default).
+    ui_margin_rate: float = Field(default=0.35, gt=0, le=1)
 
     log_level: str = "INFO"
 

@@ -20,7 +20,10 @@ from sqlalchemy.engine import Engine
 
 from api.errors import JSON, ApiError
 from api.ingest import GroupIngestor
+from api.providers import providers_router
+from api.snippet import snippet_router
 from api.tracking import tracking_router
+from api.webhooks import webhooks_router
 from senders import actors
 from senders.broker import setup_broker
 from settings import Settings
@@ -208,6 +211,9 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         )
 
     app.include_router(tracking_router(settings, engine))
+    app.include_router(providers_router(settings, engine, store_id))
+    app.include_router(webhooks_router(settings, engine, ingestor))
+    app.include_router(snippet_router(settings, engine, ingestor))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

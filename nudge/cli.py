@@ -106,6 +106,68 @@ def store_create(name: Annotated[str, typer.Argument(help="The store's name.")])
     typer.echo(f"API key (shown once, keep it secret): {key}")
 
 
+@store_app.command("webhook-secret")
+def store_webhook_secret(
+    name: Annotated[str, typer.Argument(help="The store's name.")],
+    set_: Annotated[
+        str | None,
+        typer.Option(
+            "--set",
+            help="Use this secret (Shopify's signing key); '-' reads it from standard input. "
+            "Default: generate one to paste into WooCommerce.",
+        ),
+    ] = None,
+) -> None:
+    """Set the secret that signs the store's Shopify/WooCommerce webhooks; print the URLs."""
+    import sys
+
+    from store.db import get_engine
+    from store.stores import set_webhook_secret
+
+    settings = get_settings()
+    secret = sys.stdin.readline().strip() if set_ == "-" else set_
+    try:
+        with get_engine(settings.sqlalchemy_url).begin() as conn:
+            store_id, secret = set_webhook_secret(conn, name=name, secret=secret)
+    except (LookupError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    base = settings.public_url.rstrip("/")
+    typer.echo(f"Webhook secret of {name!r} (keep it secret): {secret}")
+    typer.echo(f"Shopify webhook URL:     {base}/v1/webhooks/shopify/{store_id}")
+    typer.echo(f"WooCommerce webhook URL: {base}/v1/webhooks/woocommerce/{store_id}")
+
+
+@store_app.command("publishable-key")
+def store_publishable_key(
+    name: Annotated[str, typer.Argument(help="The store's name.")],
+    origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An origin whose pages may use the key, e.g. https://shop.example "
+            "(repeat for several; replaces the list)."
+        ),
+    ] = None,
+    rotate: Annotated[bool, typer.Option(help="Replace the key (the old one stops).")] = False,
+) -> None:
+    """Print the store's publishable key for the JS snippet (created on first use)."""
+    from store.db import get_engine
+    from store.stores import publishable_key
+
+    settings = get_settings()
+    try:
+        with get_engine(settings.sqlalchemy_url).begin() as conn:
+            _, key, allowed = publishable_key(conn, name=name, origins=origin, rotate=rotate)
+    except (LookupError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    base = settings.public_url.rstrip("/")
+    typer.echo(f"Publishable key of {name!r} (public, for the snippet): {key}")
+    typer.echo(f"Allowed origins: {', '.join(allowed) or '(none yet: add --origin)'}")
+    typer.echo("Paste into every page, before </head>:")
+    typer.echo(f'<script src="{base}/v1/snippet.js" data-key="{key}" async></script>')
+
+
 def _where(url: str) -> str:
     return url.split("@")[-1] if "@" in url else url
 

@@ -65,6 +65,16 @@ class Store(SQLModel, table=True):
     # Compliance rules (quiet hours, frequency caps); see senders.compliance.Rules for the shape.
     # Empty: the country's preset.
     rules: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    # Signs Shopify/WooCommerce webhooks (HMAC-SHA256 of the body). A shared secret, so it is
+    # kept as-is (verifying needs it); never logged, never sent back by the API.
+    webhook_secret: str | None = Field(default=None, max_length=200)
+    # The JS snippet's key ("pk_..."). Public by design (it is in every page's HTML) and only
+    # good for posting cart and contact events from the allowed origins, so it is kept as-is.
+    publishable_key: str | None = Field(
+        default=None, max_length=64, index=True, sa_column_kwargs={"unique": True}
+    )
+    # Origins ("https://shop.example") whose pages may use the publishable key.
+    allowed_origins: list[str] = Field(default_factory=list, sa_type=JSONType)
 
 
 class Customer(SQLModel, table=True):

@@ -1,9 +1,12 @@
-"""Stores and their API keys. A key is shown once; only its SHA-256 is kept."""
+"""Stores and their keys. The secret API key is shown once; only its SHA-256 is kept. The
+webhook secret (shared with Shopify/WooCommerce, needed to verify their signatures) and the
+snippet's publishable key (public by design) are kept as they are."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -53,3 +56,72 @@ def rotate_key(conn: sa.Connection, *, name: str) -> tuple[str, str]:
         sa.update(store_t).where(store_t.c.id == store_id).values(api_key_hash=hash_key(key))
     )
     return store_id, key
+
+
+# --- storefront integrations: webhook secrets and publishable keys ----------------------------
+
+
+def _store_id(conn: sa.Connection, name: str) -> str:
+    store_id = conn.execute(sa.select(store_t.c.id).where(store_t.c.name == name)).scalar()
+    if store_id is None:
+        raise LookupError(f"no store named {name!r}")
+    return str(store_id)
+
+
+def set_webhook_secret(
+    conn: sa.Connection, *, name: str, secret: str | None = None
+) -> tuple[str, str]:
+    """Set the secret that signs the named store's Shopify/WooCommerce webhooks.
+
+    ``secret`` is the platform's signing key when the platform chooses it (Shopify); ``None``
+    generates one to paste into the platform (WooCommerce). Returns ``(store_id, secret)``.
+    """
+    store_id = _store_id(conn, name)
+    if secret is None:
+        secret = "whsec_" + secrets.token_urlsafe(32)
+    secret = secret.strip()
+    if len(secret) < 16 or len(secret) > 200:
+        raise ValueError("a webhook secret has 16 to 200 characters")
+    conn.execute(sa.update(store_t).where(store_t.c.id == store_id).values(webhook_secret=secret))
+    return store_id, secret
+
+
+def normalize_origin(value: str) -> str:
+    """``https://Shop.Example:443/`` → ``https://shop.example``: what browsers send as Origin."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an origin like https://shop.example")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{value!r} is not an origin: give scheme://host[:port] only")
+    default = {"http": 80, "https": 443}[parts.scheme]
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
+    host = parts.hostname.lower()
+    host = f"[{host}]" if ":" in host else host  # IPv6 literal
+    return f"{parts.scheme}://{host}{port}"
+
+
+def new_publishable_key() -> str:
+    return "pk_" + secrets.token_urlsafe(18)
+
+
+def publishable_key(
+    conn: sa.Connection, *, name: str, origins: list[str] | None = None, rotate: bool = False
+) -> tuple[str, str, list[str]]:
+    """The named store's snippet key, created if it has none (or ``rotate``); ``origins``, if
+    given, replace the allowed origins. Returns ``(store_id, key, allowed_origins)``."""
+    store_id = _store_id(conn, name)
+    row = conn.execute(
+        sa.select(store_t.c.publishable_key, store_t.c.allowed_origins).where(
+            store_t.c.id == store_id
+        )
+    ).one()
+    key = row.publishable_key if row.publishable_key and not rotate else new_publishable_key()
+    allowed = list(row.allowed_origins or [])
+    if origins is not None:
+        allowed = sorted({normalize_origin(o) for o in origins})
+    conn.execute(
+        sa.update(store_t)
+        .where(store_t.c.id == store_id)
+        .values(publishable_key=key, allowed_origins=allowed)
+    )
+    return store_id, key, allowed
