@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     # ones wait in the database for the sweep (a broker is not a database).
     broker_delay_horizon_seconds: float = Field(default=600.0, gt=0)
     worker_threads: int = Field(default=4, ge=1)
+    # How often a worker re-reads which experiments run and the bandits' learned posteriors.
+    policy_refresh_seconds: float = Field(default=5.0, gt=0)
 
     # Request limits of the event API (bytes), as Segment's: 32 KB per event, 500 KB a batch.
     max_event_bytes: int = 32 * 1024

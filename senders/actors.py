@@ -11,7 +11,8 @@ from functools import lru_cache
 
 import dramatiq
 
-from optimizer import FixedSchedulePolicy, Policy
+from experiments.runtime import StorePolicies
+from optimizer import Policy
 from senders import journey
 from senders.broker import placeholder
 from senders.errors import PermanentSendError
@@ -25,16 +26,18 @@ QUEUE = "nudge"
 assert dramatiq.get_broker() is placeholder
 
 
-@lru_cache(maxsize=1)
-def _default_policy() -> Policy:
-    return FixedSchedulePolicy()
+@lru_cache(maxsize=4)
+def _policies(url: str, refresh_seconds: float) -> StorePolicies:
+    return StorePolicies(get_engine(url), refresh_seconds=refresh_seconds)
 
 
 def policy_for(store_id: str) -> Policy:
-    """The policy deciding this store's touches: the common 1 h / 24 h / 72 h email schedule
-    until an experiment says otherwise."""
-    del store_id
-    return _default_policy()
+    """The policy deciding this store's touches: its running experiments, then its promoted
+    default arm, then the common 1 h / 24 h / 72 h email schedule."""
+    settings = get_settings()
+    return _policies(settings.sqlalchemy_url, settings.policy_refresh_seconds).policy_for(
+        store_id
+    )
 
 
 def runtime() -> journey.Runtime:

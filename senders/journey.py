@@ -143,6 +143,8 @@ def build_context(
         if customer.timezone:
             local_hour = now.astimezone(ZoneInfo(customer.timezone)).hour
     return {
+        # Routes the persistent holdout (a stable hash per customer); not a model feature.
+        "customer_key": str(cart.customer_id if cart.customer_id is not None else f"c{cart.id}"),
         "cart_value": float(cart.value),
         "currency": cart.currency,
         "customer_type": "returning" if returning else "new",
@@ -194,13 +196,14 @@ def _decide(
         "cart_id": cart.id,
         "journey": journey,
         "touch": touch,
-        "policy": type(policy).__name__,
+        "policy": _policy_name(policy, chosen),
+        "experiment_id": chosen.context.get("experiment"),
         "arm_key": arm.key,
         "channel": arm.channel,
         "delay_minutes": arm.delay_minutes,
         "discount_pct": arm.discount_pct,
         "propensity": chosen.propensity,
-        "context": context,
+        "context": dict(chosen.context) if chosen.context else context,
         "decided_at": now,
         "scheduled_for": when,
         "state": DecisionState.SKIPPED if arm.is_holdout else DecisionState.SCHEDULED,
@@ -213,6 +216,13 @@ def _decide(
         "Cart %s touch %d: %s (propensity %.3f)", cart.id, touch, arm.key, chosen.propensity
     )
     return row
+
+
+def _policy_name(policy: Policy, chosen: PolicyDecision) -> str:
+    if chosen.context.get("experiment"):
+        return "holdout" if chosen.context.get("holdout") else "experiment"
+    default = getattr(policy, "default", policy)
+    return type(default).__name__
 
 
 def _schedule(rt: Runtime, decision: dict[str, Any] | None, now: datetime) -> list[FollowUp]:

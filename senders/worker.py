@@ -10,6 +10,7 @@ from types import FrameType
 
 import dramatiq
 
+from experiments.runtime import fold, running_bandits
 from senders import actors, journey
 from senders.broker import setup_broker
 from settings import Settings
@@ -36,8 +37,13 @@ class Sweeper(threading.Thread):
     def run_once(self) -> journey.SweepReport | None:
         if not self._leader():
             return None
-        report = journey.sweep(actors.runtime())
+        rt = actors.runtime()
+        report = journey.sweep(rt)
         actors.enqueue(report.follow_ups)
+        for experiment_id in running_bandits(rt.engine):
+            folded = fold(rt.engine, experiment_id)
+            if folded:
+                logger.info("Experiment %s learned from %d outcomes", experiment_id, folded)
         if report.checks or report.sends or report.reclaimed or report.uncertain or report.closed:
             logger.info(
                 "Sweep: %d overdue carts, %d due touches, %d sends retried, %d uncertain, "

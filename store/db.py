@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,7 +54,10 @@ def _create_engine(url: str) -> Engine:
 
 def _json(value: Any) -> str:
     # orjson: several times faster than json for the payloads and items stored per event.
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # integers beyond 64 bits (a random generator's state): json copes
+        return json.dumps(value)
 
 
 def _make_sqlite_behave(engine: Engine) -> None:
@@ -76,7 +80,20 @@ def _make_sqlite_behave(engine: Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only connection (see read_only()) must not queue for the write lock: it may
+        # be opened while this very thread holds the lock on another connection.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+READ_ONLY = "nudge_read_only"
+
+
+def read_only(engine: Engine) -> sa.Connection:
+    """A connection for reads only (on SQLite: a deferred transaction, no write lock)."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def insert(table: Any, dialect_name: str) -> Any:

@@ -65,6 +65,8 @@ class Store(SQLModel, table=True):
     # Compliance rules (quiet hours, frequency caps); see senders.compliance.Rules for the shape.
     # Empty: the country's preset.
     rules: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    # The arm a promoted experiment left as the store's default (None: the 1h/24h/72h schedule).
+    default_arm: str | None = Field(default=None, max_length=64)
     # Signs Shopify/WooCommerce webhooks (HMAC-SHA256 of the body). A shared secret, so it is
     # kept as-is (verifying needs it); never logged, never sent back by the API.
     webhook_secret: str | None = Field(default=None, max_length=200)
@@ -75,6 +77,60 @@ class Store(SQLModel, table=True):
     )
     # Origins ("https://shop.example") whose pages may use the publishable key.
     allowed_origins: list[str] = Field(default_factory=list, sa_type=JSONType)
+
+
+class ExperimentStatus:
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class Experiment(SQLModel, table=True):
+    """A store's experiment over touch decisions: a bandit, or a fixed-weight A/B test.
+
+    A persistent holdout share of customers (by a stable hash, never adapted, never messaged)
+    measures what would have happened anyway.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("store_id", "name"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    store_id: str = Field(foreign_key="store.id", max_length=32, index=True)
+    name: str = Field(max_length=200)
+    mode: str = Field(default="bandit", max_length=8)  # "bandit" | "ab"
+    status: str = Field(default=ExperimentStatus.DRAFT, max_length=16)
+    # Arm keys (optimizer.Arm.key), the send-nothing arm included.
+    arms: list[str] = Field(default_factory=list, sa_type=JSONType)
+    # ab mode: arm key -> weight (normalised over the feasible arms at decision time).
+    weights: dict[str, float] = Field(default_factory=dict, sa_type=JSONType)
+    holdout_share: float = 0.10
+    attribution_window_days: float = 7.0
+    # {"max_discount_pct": .., "max_touches": .., "daily_sms_budget": ..}
+    guardrails: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    # {"margin_rate": .., "message_cost": {channel: cost}}
+    economics: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    # Which touch it decides; None: every touch. One running experiment per store and touch.
+    touch: int | None = None
+    seed: int = 0
+    winner: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class PolicyState(SQLModel, table=True):
+    """A bandit's learned posterior, shared by every worker through the database.
+
+    Updated by compare-and-swap on ``version``: a worker folds the outcomes after
+    ``last_outcome_id`` into the state it read, and writes only if nobody wrote since.
+    """
+
+    experiment_id: str = Field(foreign_key="experiment.id", primary_key=True, max_length=32)
+    version: int = 0
+    state: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    last_outcome_id: int = 0
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class Customer(SQLModel, table=True):
@@ -156,6 +212,9 @@ class Decision(SQLModel, table=True):
     journey: int
     touch: int
     policy: str = Field(max_length=64)
+    experiment_id: str | None = Field(
+        default=None, foreign_key="experiment.id", max_length=32, index=True
+    )
     arm_key: str = Field(max_length=64)
     channel: str | None = Field(default=None, max_length=16)
     delay_minutes: int = 0

@@ -1,0 +1,220 @@
+"""Experiments as a store runs them: create, start, pause, stop, promote the winner.
+
+``draft → running ⇄ paused → stopped``; promoting stops the experiment and makes its best
+arm the store's default. Only one experiment runs per store and touch.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from optimizer import Arm, Economics, ThompsonPolicy
+from store.models import Experiment, ExperimentStatus, PolicyState, Store
+
+experiment_t: sa.Table = Experiment.__table__  # type: ignore[attr-defined]
+state_t: sa.Table = PolicyState.__table__  # type: ignore[attr-defined]
+store_t: sa.Table = Store.__table__  # type: ignore[attr-defined]
+
+MODES = ("bandit", "ab")
+_NEXT = {
+    "start": ({ExperimentStatus.DRAFT, ExperimentStatus.PAUSED}, ExperimentStatus.RUNNING),
+    "pause": ({ExperimentStatus.RUNNING}, ExperimentStatus.PAUSED),
+    "stop": (
+        {ExperimentStatus.DRAFT, ExperimentStatus.RUNNING, ExperimentStatus.PAUSED},
+        ExperimentStatus.STOPPED,
+    ),
+}
+
+
+class ExperimentError(ValueError):
+    """An experiment request that cannot be carried out; the message says why."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What ``nudge experiment create`` (or the API, or the dashboard) asks for."""
+
+    name: str
+    arms: Sequence[str]
+    mode: str = "bandit"
+    holdout_share: float = 0.10
+    attribution_window_days: float = 7.0
+    touch: int | None = None
+    weights: dict[str, float] | None = None
+    max_discount_pct: float | None = None
+    max_touches: int = 3
+    daily_sms_budget: int | None = None
+    margin_rate: float = 0.35
+    seed: int | None = None
+
+
+def _validate(spec: Spec) -> list[Arm]:
+    if not spec.name.strip():
+        raise ExperimentError("an experiment needs a name")
+    if spec.mode not in MODES:
+        raise ExperimentError(f"mode must be one of {MODES}, not {spec.mode!r}")
+    if not 0.0 <= spec.holdout_share < 0.5:
+        raise ExperimentError(f"holdout share must be in [0, 0.5), not {spec.holdout_share}")
+    if spec.attribution_window_days <= 0:
+        raise ExperimentError("the attribution window must be positive")
+    if spec.touch is not None and spec.touch < 1:
+        raise ExperimentError(f"touch must be 1 or more, not {spec.touch}")
+    try:
+        arms = [Arm.from_key(k) for k in spec.arms]
+    except ValueError as exc:
+        raise ExperimentError(str(exc)) from None
+    if Arm.holdout() not in arms:
+        arms.append(Arm.holdout())  # "send nothing" is always an arm
+    if len(arms) < 2:
+        raise ExperimentError("an experiment needs at least one arm besides sending nothing")
+    if len(set(arms)) != len(arms):
+        raise ExperimentError("arms must be unique")
+    if spec.max_discount_pct is not None:
+        over = [a.key for a in arms if a.discount_pct > spec.max_discount_pct]
+        if over:
+            raise ExperimentError(
+                f"arms {over} offer more than the {spec.max_discount_pct:g}% discount guardrail"
+            )
+    if spec.mode == "ab":
+        weights = spec.weights or {a.key: 1.0 for a in arms if not a.is_holdout}
+        unknown = set(weights) - {a.key for a in arms}
+        if unknown:
+            raise ExperimentError(f"weights name arms that are not in the experiment: {unknown}")
+        if any(w < 0 for w in weights.values()) or not any(weights.values()):
+            raise ExperimentError("weights must be >= 0 and not all zero")
+    return arms
+
+
+def create(conn: sa.Connection, *, store_id: str, spec: Spec, now: datetime) -> dict[str, Any]:
+    """Create a draft experiment; for a bandit, its prior posterior too."""
+    arms = _validate(spec)
+    exists = conn.execute(
+        sa.select(experiment_t.c.id).where(
+            experiment_t.c.store_id == store_id, experiment_t.c.name == spec.name
+        )
+    ).first()
+    if exists is not None:
+        raise ExperimentError(f"this store already has an experiment named {spec.name!r}")
+    economics = Economics(margin_rate=spec.margin_rate)
+    row = {
+        "id": secrets.token_hex(16),
+        "store_id": store_id,
+        "name": spec.name,
+        "mode": spec.mode,
+        "status": ExperimentStatus.DRAFT,
+        "arms": [a.key for a in arms],
+        "weights": dict(spec.weights or {}) if spec.mode == "ab" else {},
+        "holdout_share": spec.holdout_share,
+        "attribution_window_days": spec.attribution_window_days,
+        "guardrails": {
+            "max_discount_pct": spec.max_discount_pct,
+            "max_touches": spec.max_touches,
+            "daily_sms_budget": spec.daily_sms_budget,
+        },
+        "economics": {
+            "margin_rate": economics.margin_rate,
+            "message_cost": dict(economics.message_cost),
+        },
+        "touch": spec.touch,
+        "seed": spec.seed if spec.seed is not None else secrets.randbelow(2**31),
+        "created_at": now,
+    }
+    conn.execute(sa.insert(experiment_t).values(**row))
+    if spec.mode == "bandit":
+        policy = bandit_policy(row)
+        conn.execute(
+            sa.insert(state_t).values(
+                experiment_id=row["id"],
+                version=0,
+                state=policy.state(),
+                last_outcome_id=0,
+                updated_at=now,
+            )
+        )
+    return row
+
+
+def bandit_policy(experiment: Mapping[str, Any]) -> ThompsonPolicy:
+    """A fresh bandit for an experiment row (its prior; the learned state lives in the DB)."""
+    economics = experiment.get("economics") or {}
+    guardrails = experiment.get("guardrails") or {}
+    return ThompsonPolicy(
+        [Arm.from_key(k) for k in experiment["arms"]],
+        Economics(
+            margin_rate=economics.get("margin_rate", 0.35),
+            message_cost=economics.get("message_cost") or Economics().message_cost,
+        ),
+        seed=int(experiment["seed"]),
+        max_touches=int(guardrails.get("max_touches") or 3),
+        # The experiment's persistent holdout does the measuring; the bandit's own
+        # send-nothing arm competes like any other (and is learned like any other).
+        holdout_share=0.0,
+    )
+
+
+def transition(
+    conn: sa.Connection, *, store_id: str, name: str, action: str, now: datetime
+) -> dict[str, Any]:
+    """start / pause / stop an experiment, checking where it may go from where it is."""
+    row = _get(conn, store_id, name)
+    allowed, target = _NEXT[action]
+    if row.status not in allowed:
+        raise ExperimentError(f"cannot {action} experiment {name!r}: it is {row.status}")
+    if target == ExperimentStatus.RUNNING:
+        clash = conn.execute(
+            sa.select(experiment_t.c.name).where(
+                experiment_t.c.store_id == store_id,
+                experiment_t.c.status == ExperimentStatus.RUNNING,
+                experiment_t.c.id != row.id,
+                # An experiment on every touch clashes with any other on this store.
+                sa.true()
+                if row.touch is None
+                else sa.or_(experiment_t.c.touch.is_(None), experiment_t.c.touch == row.touch),
+            )
+        ).first()
+        if clash is not None:
+            raise ExperimentError(
+                f"experiment {clash.name!r} is already running for this store and touch"
+            )
+    values: dict[str, Any] = {"status": target}
+    if target == ExperimentStatus.RUNNING and row.started_at is None:
+        values["started_at"] = now
+    if target == ExperimentStatus.STOPPED:
+        values["stopped_at"] = now
+    conn.execute(sa.update(experiment_t).where(experiment_t.c.id == row.id).values(**values))
+    return {**row._asdict(), **values}
+
+
+def promote(
+    conn: sa.Connection, *, store_id: str, name: str, arm_key: str, now: datetime
+) -> dict[str, Any]:
+    """Stop the experiment and make ``arm_key`` (its winner) the store's default."""
+    row = _get(conn, store_id, name)
+    if arm_key not in row.arms:
+        raise ExperimentError(f"{arm_key!r} is not an arm of experiment {name!r}")
+    if row.status == ExperimentStatus.STOPPED and row.winner:
+        raise ExperimentError(f"experiment {name!r} was promoted already ({row.winner})")
+    conn.execute(
+        sa.update(experiment_t)
+        .where(experiment_t.c.id == row.id)
+        .values(status=ExperimentStatus.STOPPED, stopped_at=now, winner=arm_key)
+    )
+    conn.execute(sa.update(store_t).where(store_t.c.id == store_id).values(default_arm=arm_key))
+    return {**row._asdict(), "status": ExperimentStatus.STOPPED, "winner": arm_key}
+
+
+def _get(conn: sa.Connection, store_id: str, name: str) -> Any:
+    row = conn.execute(
+        sa.select(experiment_t).where(
+            experiment_t.c.store_id == store_id, experiment_t.c.name == name
+        )
+    ).first()
+    if row is None:
+        raise ExperimentError(f"no experiment named {name!r} in this store")
+    return row
