@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,6 +15,13 @@ app = typer.Typer(
 )
 store_app = typer.Typer(help="Manage stores and their API keys.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
+experiment_app = typer.Typer(
+    help="Run experiments: a bandit or an A/B test, measured against a holdout.",
+    no_args_is_help=True,
+)
+app.add_typer(experiment_app, name="experiment")
+
+StoreOption = Annotated[str, typer.Option("--store", help="The store's name.")]
 
 
 def _logging(component: str) -> None:
@@ -67,9 +74,32 @@ def worker(
 
 
 @app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the dashboard (Streamlit): experiments, A/B results and ROI."""
+    import os
+
+    from ui.server import command, is_local
+
+    if not is_local(host) and get_settings().ui_password is None:
+        typer.echo(
+            f"error: the dashboard on {host} would be open to other machines; "
+            "set NUDGE_UI_PASSWORD first (or use --host 127.0.0.1)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    typer.echo(f"Dashboard at http://{host}:{port}", err=True)
+    argv = command(port=port, host=host)
+    os.execv(argv[0], argv)  # Streamlit becomes this process: signals reach it directly
+
+
+@app.command()
 def demo(
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
     smtp_port: Annotated[int, typer.Option(help="Port of the demo's SMTP sink.")] = 8025,
+    ui_port: Annotated[int, typer.Option(help="Dashboard port (another if taken).")] = 8501,
     time_scale: Annotated[
         float, typer.Option(help="Simulated seconds per real second (1 h of journey = 3 s).")
     ] = 1200.0,
@@ -84,7 +114,12 @@ def demo(
     _logging("demo")
     raise typer.Exit(
         run_demo(
-            port=port, smtp_port=smtp_port, time_scale=time_scale, rate=rate, duration=duration
+            port=port,
+            smtp_port=smtp_port,
+            ui_port=ui_port,
+            time_scale=time_scale,
+            rate=rate,
+            duration=duration,
         )
     )
 
@@ -166,6 +201,185 @@ def store_publishable_key(
     typer.echo(f"Allowed origins: {', '.join(allowed) or '(none yet: add --origin)'}")
     typer.echo("Paste into every page, before </head>:")
     typer.echo(f'<script src="{base}/v1/snippet.js" data-key="{key}" async></script>')
+
+
+def _store_id(conn: Any, name: str) -> str:
+    import sqlalchemy as sa
+
+    from store.models import Store
+
+    t = Store.__table__  # type: ignore[attr-defined]
+    store_id = conn.execute(sa.select(t.c.id).where(t.c.name == name)).scalar()
+    if store_id is None:
+        typer.echo(f"error: no store named {name!r}", err=True)
+        raise typer.Exit(1)
+    return str(store_id)
+
+
+def _experiment_call(store: str, fn: Any, **kwargs: Any) -> Any:
+    from datetime import UTC, datetime
+
+    from experiments.lifecycle import ExperimentError
+    from store.db import get_engine
+
+    try:
+        with get_engine(get_settings().sqlalchemy_url).begin() as conn:
+            return fn(conn, store_id=_store_id(conn, store), now=datetime.now(UTC), **kwargs)
+    except ExperimentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@experiment_app.command("create")
+def experiment_create(
+    name: Annotated[str, typer.Argument(help="A name, unique in the store.")],
+    store: StoreOption,
+    arm: Annotated[
+        list[str],
+        typer.Option(help="An arm as channel/delay/discount, e.g. email/60m/0% (repeat)."),
+    ],
+    mode: Annotated[str, typer.Option(help="bandit (Thompson sampling) or ab.")] = "bandit",
+    holdout: Annotated[float, typer.Option(help="Share of customers never messaged.")] = 0.10,
+    touch: Annotated[int | None, typer.Option(help="The touch it decides (default: all).")] = None,
+    window_days: Annotated[float, typer.Option(help="Attribution window in days.")] = 7.0,
+    max_discount: Annotated[
+        float | None, typer.Option(help="Largest discount allowed (%).")
+    ] = None,
+    max_touches: Annotated[int, typer.Option(help="Touches per journey at most.")] = 3,
+    margin: Annotated[float, typer.Option(help="Gross margin rate of an order.")] = 0.35,
+    weight: Annotated[
+        list[str] | None, typer.Option(help="ab mode: ARM=WEIGHT (repeat; default equal).")
+    ] = None,
+) -> None:
+    """Create a draft experiment (start it with `nudge experiment start`)."""
+    from experiments.lifecycle import Spec, create
+
+    weights = None
+    if weight:
+        try:
+            weights = {k: float(v) for k, v in (w.rsplit("=", 1) for w in weight)}
+        except ValueError:
+            typer.echo("error: --weight takes ARM=NUMBER, e.g. email/60m/0%=2", err=True)
+            raise typer.Exit(1) from None
+    spec = Spec(
+        name=name,
+        arms=arm,
+        mode=mode,
+        holdout_share=holdout,
+        attribution_window_days=window_days,
+        touch=touch,
+        weights=weights,
+        max_discount_pct=max_discount,
+        max_touches=max_touches,
+        margin_rate=margin,
+    )
+    row = _experiment_call(store, create, spec=spec)
+    typer.echo(f"Experiment {name!r} created ({row['mode']}, arms: {', '.join(row['arms'])}).")
+
+
+def _transition(action: str) -> Any:
+    def command(
+        name: Annotated[str, typer.Argument(help="The experiment's name.")], store: StoreOption
+    ) -> None:
+        from experiments.lifecycle import transition
+
+        row = _experiment_call(store, transition, name=name, action=action)
+        typer.echo(f"Experiment {name!r} is {row['status']}.")
+
+    command.__doc__ = f"{action.capitalize()} an experiment."
+    return command
+
+
+for _action in ("start", "pause", "stop"):
+    experiment_app.command(_action)(_transition(_action))
+
+
+@experiment_app.command("promote")
+def experiment_promote(
+    name: Annotated[str, typer.Argument(help="The experiment's name.")],
+    store: StoreOption,
+    arm: Annotated[
+        str | None, typer.Option(help="The arm to promote (default: the most likely best).")
+    ] = None,
+) -> None:
+    """End the experiment and make its winner the store's default."""
+    from experiments.lifecycle import promote
+    from experiments.report import best_arm, report
+
+    def _promote(conn: Any, *, store_id: str, now: Any) -> Any:
+        chosen = arm or best_arm(report(conn, store_id=store_id, name=name))
+        if chosen is None:
+            typer.echo("error: no outcomes yet to pick a winner from; pass --arm", err=True)
+            raise typer.Exit(1)
+        return promote(conn, store_id=store_id, name=name, arm_key=chosen, now=now)
+
+    row = _experiment_call(store, _promote)
+    typer.echo(f"Experiment {name!r} stopped; {row['winner']} is now the store's default.")
+
+
+@experiment_app.command("report")
+def experiment_report(
+    name: Annotated[str, typer.Argument(help="The experiment's name.")],
+    store: StoreOption,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Per-arm statistics, lift against the holdout (always-valid), SRM check and ROI."""
+    import json
+
+    from experiments.report import report
+
+    def _report(conn: Any, *, store_id: str, now: Any) -> Any:
+        del now
+        return report(conn, store_id=store_id, name=name)
+
+    data = _experiment_call(store, _report)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    typer.echo(f"{data['experiment']} ({data['mode']}, {data['status']})")
+    if not data["arms"]:
+        typer.echo(f"  {data.get('message', 'no data')}")
+        return
+    typer.echo(
+        f"  {'arm':<18} {'carts':>6} {'sends':>6} {'conv':>5} {'rate':>14} "
+        f"{'profit/cart':>12} {'P(best)':>8}"
+    )
+    for a in data["arms"]:
+        rate = a["conversion_rate"]
+        ppc = a["profit_per_cart"]
+        rate_s = f"{rate['value']:.3f} ±{(rate['high'] - rate['low']) / 2:.3f}" if rate else "-"
+        ppc_s = f"{ppc['value']:.2f}" if ppc else "-"
+        best = a.get("prob_best_profit")
+        typer.echo(
+            f"  {a['arm']:<18} {a['carts']:>6} {a['sends']:>6} {a['conversions']:>5} "
+            f"{rate_s:>14} {ppc_s:>12} {best if best is None else round(best, 3)!s:>8}"
+        )
+    srm = data["srm"]
+    if srm.get("flagged"):
+        typer.echo(f"  WARNING: sample ratio mismatch (p = {srm['p_value']:.2g})")
+    lift = data.get("lift_vs_holdout")
+    if lift and lift.get("profit_per_cart"):
+        p = lift["profit_per_cart"]
+        typer.echo(f"  profit/cart lift vs holdout: {_fmt_lift(p)}")
+    for r in data["roi"]:
+        inc = r["incremental_profit"]
+        typer.echo(
+            f"  ROI ({r['group']}): attributed revenue {r['attributed_revenue']:.2f}, "
+            f"incremental profit {inc['value']:.2f} [{inc['low']:.2f}, {inc['high']:.2f}]"
+            if inc
+            else f"  ROI ({r['group']}): {r.get('message')}"
+        )
+
+
+def _fmt_lift(metric: dict[str, Any]) -> str:
+    absolute = metric.get("absolute") or {}
+    p = metric.get("always_valid_p")
+    text = f"{absolute.get('value', float('nan')):+.3f}"
+    if absolute:
+        text += f" [{absolute['low']:+.3f}, {absolute['high']:+.3f}]"
+    if p is not None:
+        text += f", always-valid p = {p:.3g}"
+    return text
 
 
 def _where(url: str) -> str:
