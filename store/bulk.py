@@ -12,7 +12,7 @@ written through SQLAlchemy compare and sort alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -37,24 +37,48 @@ def _pg_type(column: sa.Column[Any]) -> str:
     return "text"
 
 
-def _sqlite_value(column: sa.Column[Any], value: Any) -> Any:
-    if value is None:
-        return None
+def _sqlite_datetime(value: Any) -> Any:
+    # SQLAlchemy's SQLite DATETIME format, naive UTC (see store.types.UTCDateTime).
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _json_text(value: Any) -> Any:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _sqlite_bool(value: Any) -> Any:
+    return None if value is None else int(value)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _sqlite_converter(column: sa.Column[Any]) -> Callable[[Any], Any]:
+    """How one column's Python values become SQLite parameters (chosen once per column)."""
     t = column.type
     if isinstance(t, UTCDateTime):
-        # SQLAlchemy's SQLite DATETIME format, naive UTC (see store.types.UTCDateTime).
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return _sqlite_datetime
     if isinstance(t, sa.JSON):
-        return orjson.dumps(value).decode()
+        return _json_text
     if isinstance(t, sa.Boolean):
-        return int(value)
-    return value
+        return _sqlite_bool
+    return _as_is
 
 
-def _pg_value(column: sa.Column[Any], value: Any) -> Any:
-    if value is not None and isinstance(column.type, sa.JSON):
-        return orjson.dumps(value).decode()
-    return value
+def _pg_converter(column: sa.Column[Any]) -> Callable[[Any], Any]:
+    return _json_text if isinstance(column.type, sa.JSON) else _as_is
+
+
+def _sqlite_rows(
+    columns: Sequence[sa.Column[Any]], rows: Sequence[dict[str, Any]], *extra: str
+) -> list[tuple[Any, ...]]:
+    convert = [(c.name, _sqlite_converter(c)) for c in columns]
+    return [(*(f(r[name]) for name, f in convert), *(r[e] for e in extra)) for r in rows]
+
+
+def _pg_arrays(columns: Sequence[sa.Column[Any]], rows: Sequence[dict[str, Any]]) -> list[Any]:
+    return [[f(r[c.name]) for r in rows] for c in columns for f in (_pg_converter(c),)]
 
 
 def insert_rows(
@@ -80,7 +104,7 @@ def insert_rows(
     raw = conn.connection.driver_connection
     assert raw is not None
     if conn.dialect.name == "postgresql":
-        arrays = [[_pg_value(c, r[c.name]) for r in rows] for c in columns]
+        arrays = _pg_arrays(columns, rows)
         unnest = ", ".join(
             f"%b::text[]::{_pg_type(c)}[]" if _pg_type(c) == "jsonb" else f"%b::{_pg_type(c)}[]"
             for c in columns
@@ -96,7 +120,7 @@ def insert_rows(
     sql = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({placeholders}) {conflict}'
     cursor = raw.cursor()
     try:
-        cursor.executemany(sql, [[_sqlite_value(c, r[c.name]) for c in columns] for r in rows])
+        cursor.executemany(sql, _sqlite_rows(columns, rows))
     finally:
         cursor.close()
     return []
@@ -113,9 +137,7 @@ def update_rows(
     raw = conn.connection.driver_connection
     assert raw is not None
     if conn.dialect.name == "postgresql":
-        arrays = [[r[key] for r in rows]] + [
-            [_pg_value(c, r[c.name]) for r in rows] for c in columns
-        ]
+        arrays = [[r[key] for r in rows], *_pg_arrays(columns, rows)]
         casts = ", ".join(
             f"%b::text[]::{_pg_type(c)}[]" if _pg_type(c) == "jsonb" else f"%b::{_pg_type(c)}[]"
             for c in [table.c[key], *columns]
@@ -133,8 +155,6 @@ def update_rows(
     sql = f'UPDATE "{table.name}" SET {sets} WHERE "{key}" = ?'
     cursor = raw.cursor()
     try:
-        cursor.executemany(
-            sql, [[*(_sqlite_value(c, r[c.name]) for c in columns), r[key]] for r in rows]
-        )
+        cursor.executemany(sql, _sqlite_rows(columns, rows, key))
     finally:
         cursor.close()
