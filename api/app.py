@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
 from api.errors import JSON, ApiError
+from api.experiments import experiments_router
 from api.ingest import GroupIngestor
 from api.providers import providers_router
 from api.snippet import snippet_router
@@ -212,6 +213,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
 
     app.include_router(tracking_router(settings, engine))
     app.include_router(providers_router(settings, engine, store_id))
+    app.include_router(experiments_router(engine, store_id))
     app.include_router(webhooks_router(settings, engine, ingestor))
     app.include_router(snippet_router(settings, engine, ingestor))
 

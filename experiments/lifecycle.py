@@ -36,6 +36,14 @@ class ExperimentError(ValueError):
     """An experiment request that cannot be carried out; the message says why."""
 
 
+class ExperimentConflict(ExperimentError):
+    """The request clashes with the experiment's (or the store's) current state."""
+
+
+class ExperimentNotFound(ExperimentError):
+    """No such experiment in this store."""
+
+
 @dataclass(frozen=True)
 class Spec:
     """What ``nudge experiment create`` (or the API, or the dashboard) asks for."""
@@ -100,7 +108,7 @@ def create(conn: sa.Connection, *, store_id: str, spec: Spec, now: datetime) -> 
         )
     ).first()
     if exists is not None:
-        raise ExperimentError(f"this store already has an experiment named {spec.name!r}")
+        raise ExperimentConflict(f"this store already has an experiment named {spec.name!r}")
     economics = Economics(margin_rate=spec.margin_rate)
     row = {
         "id": secrets.token_hex(16),
@@ -165,7 +173,7 @@ def transition(
     row = _get(conn, store_id, name)
     allowed, target = _NEXT[action]
     if row.status not in allowed:
-        raise ExperimentError(f"cannot {action} experiment {name!r}: it is {row.status}")
+        raise ExperimentConflict(f"cannot {action} experiment {name!r}: it is {row.status}")
     if target == ExperimentStatus.RUNNING:
         clash = conn.execute(
             sa.select(experiment_t.c.name).where(
@@ -179,7 +187,7 @@ def transition(
             )
         ).first()
         if clash is not None:
-            raise ExperimentError(
+            raise ExperimentConflict(
                 f"experiment {clash.name!r} is already running for this store and touch"
             )
     values: dict[str, Any] = {"status": target}
@@ -199,7 +207,7 @@ def promote(
     if arm_key not in row.arms:
         raise ExperimentError(f"{arm_key!r} is not an arm of experiment {name!r}")
     if row.status == ExperimentStatus.STOPPED and row.winner:
-        raise ExperimentError(f"experiment {name!r} was promoted already ({row.winner})")
+        raise ExperimentConflict(f"experiment {name!r} was promoted already ({row.winner})")
     conn.execute(
         sa.update(experiment_t)
         .where(experiment_t.c.id == row.id)
@@ -216,5 +224,5 @@ def _get(conn: sa.Connection, store_id: str, name: str) -> Any:
         )
     ).first()
     if row is None:
-        raise ExperimentError(f"no experiment named {name!r} in this store")
+        raise ExperimentNotFound(f"no experiment named {name!r} in this store")
     return row

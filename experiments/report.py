@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from experiments.lifecycle import ExperimentError, experiment_t
+from experiments.lifecycle import ExperimentNotFound, experiment_t
 from experiments.roi import roi_report
 from experiments.stats import Outcomes, arm_summary, lift_vs_holdout, srm_check
 from store.models import Decision, Outcome
@@ -33,7 +33,7 @@ def load(conn: sa.Connection, *, store_id: str, name: str) -> tuple[Any, Outcome
         )
     ).first()
     if exp is None:
-        raise ExperimentError(f"no experiment named {name!r} in this store")
+        raise ExperimentNotFound(f"no experiment named {name!r} in this store")
     rows = conn.execute(
         sa.select(
             decision_t.c.arm_key,

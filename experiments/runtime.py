@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -53,8 +53,12 @@ def features(context: Mapping[str, Any]) -> dict[str, Any]:
 class ExperimentPolicy:
     """One running experiment as a :class:`optimizer.Policy`."""
 
-    def __init__(self, row: Any, bandit: ThompsonPolicy | None) -> None:
+    def __init__(
+        self, row: Any, bandit: ThompsonPolicy | None, *, sms_left: int | None = None
+    ) -> None:
         self.row = row
+        # Guardrail: SMS (and KakaoTalk) touches this experiment may still decide today.
+        self.sms_left = sms_left
         self.experiment_id: str = row.id
         self.bandit = bandit
         self.arms = [Arm.from_key(k) for k in row.arms]
@@ -75,10 +79,18 @@ class ExperimentPolicy:
             )
         routed["holdout"] = False
         with self._lock:  # a policy's random stream is not thread-safe
+            if self.sms_left is not None and self.sms_left <= 0:
+                routed["channels"] = [
+                    c for c in context.get("channels", ()) if c not in ("sms", "kakao")
+                ]
             if self.bandit is not None:
-                d = self.bandit.choose(features(context), now=now)
-                return Decision(d.arm, d.propensity, routed, now, d.id)
-            return self._ab(routed, now)
+                d = self.bandit.choose(features(routed), now=now)
+                decision = Decision(d.arm, d.propensity, routed, now, d.id)
+            else:
+                decision = self._ab(routed, now)
+            if self.sms_left is not None and decision.arm.channel in ("sms", "kakao"):
+                self.sms_left -= 1
+            return decision
 
     def _ab(self, context: dict[str, Any], now: datetime) -> Decision:
         channels = set(context.get("channels", ()))
@@ -174,7 +186,10 @@ class StorePolicies:
             default_arm = conn.execute(
                 sa.select(store_t.c.default_arm).where(store_t.c.id == store_id)
             ).scalar()
-            experiments = [ExperimentPolicy(r, self._bandit(conn, r)) for r in rows]
+            experiments = [
+                ExperimentPolicy(r, self._bandit(conn, r), sms_left=_sms_left(conn, r))
+                for r in rows
+            ]
         default: Policy = DefaultArmPolicy(default_arm) if default_arm else FixedSchedulePolicy()
         return StoreRouter(experiments, default)
 
@@ -193,6 +208,22 @@ class StorePolicies:
         policy = ThompsonPolicy.from_state(state)
         self._bandits[row.id] = (version, policy)
         return policy
+
+
+def _sms_left(conn: sa.Connection, row: Any) -> int | None:
+    """How many SMS/KakaoTalk touches the experiment's daily budget still allows (UTC day)."""
+    budget = (row.guardrails or {}).get("daily_sms_budget")
+    if budget is None:
+        return None
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    used = conn.execute(
+        sa.select(sa.func.count()).where(
+            decision_t.c.experiment_id == row.id,
+            decision_t.c.channel.in_(["sms", "kakao"]),
+            decision_t.c.decided_at >= today,
+        )
+    ).scalar_one()
+    return max(0, int(budget) - int(used))
 
 
 def fold(engine: Engine, experiment_id: str, *, limit: int = 5000, attempts: int = 8) -> int:
