@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
-from api.errors import JSON, ApiError
+from api.errors import JSON, ApiError, describe_errors, summarize_errors
 from api.experiments import experiments_router
 from api.ingest import GroupIngestor
 from api.providers import providers_router
@@ -37,23 +37,6 @@ from store.stores import hash_key
 logger = logging.getLogger(__name__)
 store_t: sa.Table = Store.__table__  # type: ignore[attr-defined]
 click_t: sa.Table = Click.__table__  # type: ignore[attr-defined]
-
-
-def _describe(errors: list[Any], prefix: str = "") -> list[dict[str, str]]:
-    """Pydantic errors as ``{"field": "cart.value", "message": "..."}`` a person can read."""
-    out = []
-    for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        field = prefix + ".".join(loc)
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        out.append({"field": field or "(body)", "message": message})
-    return out
-
-
-def _summary(problems: list[dict[str, str]]) -> str:
-    first = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
-    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-    return first + more
 
 
 class _KeyCache:
@@ -103,9 +86,9 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
-        problems = _describe(list(exc.errors()))
+        problems = describe_errors(list(exc.errors()))
         return JSON(
-            {"error": "invalid_request", "message": _summary(problems), "errors": problems},
+            {"error": "invalid_request", "message": summarize_errors(problems), "errors": problems},
             status_code=422,
         )
 
@@ -144,8 +127,10 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
                 raise ApiError(
                     400, "malformed_json", f"body is not valid JSON: {detail.get('msg')}"
                 ) from None
-            problems = _describe(errors, prefix)
-            raise ApiError(422, "invalid_event", _summary(problems), errors=problems) from None
+            problems = describe_errors(errors, prefix)
+            raise ApiError(
+                422, "invalid_event", summarize_errors(problems), errors=problems
+            ) from None
 
     def after_commit(results: list[Applied]) -> None:
         """Queue the abandonment checks of a committed group: one message per due time."""

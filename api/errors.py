@@ -25,3 +25,20 @@ class ApiError(HTTPException):
         super().__init__(status_code=status, detail=message)
         self.code = code
         self.extra = extra
+
+
+def describe_errors(errors: list[Any], prefix: str = "") -> list[dict[str, str]]:
+    """Pydantic errors as ``{"field": "cart.value", "message": "..."}`` a person can read."""
+    out = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        field = prefix + ".".join(loc)
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        out.append({"field": field or "(body)", "message": message})
+    return out
+
+
+def summarize_errors(problems: list[dict[str, str]]) -> str:
+    first = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return first + more

@@ -19,7 +19,7 @@ import orjson
 from fastapi import Request
 from pydantic import ValidationError
 
-from api.errors import JSON, ApiError
+from api.errors import JSON, ApiError, describe_errors, summarize_errors
 
 # The shapes store.schemas accepts; reused so a mapped field is kept exactly when it is valid.
 from store.schemas import _E164 as E164
@@ -63,23 +63,6 @@ def signature_matches(secret: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(expected, signature.strip().encode())
 
 
-def describe(errors: list[Any], prefix: str = "") -> list[dict[str, str]]:
-    """Pydantic errors as ``{"field", "message"}`` pairs, as the event API reports them."""
-    out = []
-    for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        field = prefix + ".".join(loc)
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        out.append({"field": field or "(body)", "message": message})
-    return out
-
-
-def summary(problems: list[dict[str, str]]) -> str:
-    first = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
-    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-    return first + more
-
-
 def to_events(raw: list[dict[str, Any]], prefix: str = "") -> list[EventIn]:
     """Validate mapped events; all or nothing (one bad event refuses the request)."""
     events = []
@@ -87,8 +70,10 @@ def to_events(raw: list[dict[str, Any]], prefix: str = "") -> list[EventIn]:
         try:
             events.append(EventIn.model_validate(item))
         except ValidationError as exc:
-            problems = describe(list(exc.errors()), f"{prefix}{i}." if prefix else "")
-            raise ApiError(422, "invalid_event", summary(problems), errors=problems) from None
+            problems = describe_errors(list(exc.errors()), f"{prefix}{i}." if prefix else "")
+            raise ApiError(
+                422, "invalid_event", summarize_errors(problems), errors=problems
+            ) from None
     return events
 
 
