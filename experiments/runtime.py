@@ -37,7 +37,7 @@ decision_t: sa.Table = DecisionRow.__table__  # type: ignore[attr-defined]
 outcome_t: sa.Table = Outcome.__table__  # type: ignore[attr-defined]
 
 #: Context keys that route a decision but are not features of the model.
-_ROUTING = ("customer_key", "experiment", "holdout")
+_ROUTING = ("customer_key", "experiment", "holdout", "attribution_window_days")
 
 
 def in_holdout(experiment_id: str, customer_key: str, share: float) -> bool:
@@ -68,7 +68,12 @@ class ExperimentPolicy:
 
     def choose(self, context: Mapping[str, Any], *, now: datetime) -> Decision:
         key = str(context.get("customer_key", ""))
-        routed = {**context, "experiment": self.experiment_id}
+        routed = {
+            **context,
+            "experiment": self.experiment_id,
+            # The experiment's own window decides which orders its decisions earn.
+            "attribution_window_days": float(self.row.attribution_window_days),
+        }
         if in_holdout(self.experiment_id, key, self.row.holdout_share):
             # Deterministic given the customer: probability 1, never adapted.
             return Decision(

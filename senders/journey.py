@@ -208,7 +208,14 @@ def _decide(
         "scheduled_for": when,
         "state": DecisionState.SKIPPED if arm.is_holdout else DecisionState.SCHEDULED,
         "state_reason": "holdout" if arm.is_holdout else None,
-        "window_ends_at": now + _real(rt, rt.settings.attribution_window_days * 86400.0),
+        "window_ends_at": now
+        + _real(
+            rt,
+            86400.0
+            * float(
+                chosen.context.get("attribution_window_days") or rt.settings.attribution_window_days
+            ),
+        ),
         "updated_at": now,
     }
     conn.execute(sa.insert(decision_t).values(**row))

@@ -231,3 +231,22 @@ def test_two_workers_folding_at_once_lose_nothing(
     shared = ThompsonPolicy.from_state(state_row.state)
     np.testing.assert_allclose(shared.mean, alone.mean, rtol=1e-9, atol=1e-12)
     assert not np.allclose(shared.mean, ThompsonPolicy.from_state(initial).mean)
+
+
+def test_decisions_use_the_experiments_attribution_window(
+    settings: Settings, store_key: tuple[str, str]
+) -> None:
+    store_id, _ = store_key
+    engine = get_engine(settings.sqlalchemy_url)
+    with engine.begin() as conn:
+        lifecycle.create(
+            conn,
+            store_id=store_id,
+            spec=lifecycle.Spec("short", ARMS, attribution_window_days=2.0, seed=2),
+            now=NOW,
+        )
+        lifecycle.transition(conn, store_id=store_id, name="short", action="start", now=NOW)
+    _journeys(settings, store_id, 5)
+    assert {d.window_ends_at - d.decided_at for d in rows(engine, "decision")} == {
+        timedelta(days=2)
+    }
