@@ -143,7 +143,14 @@ class StoreRouter:
     def __init__(self, experiments: Sequence[ExperimentPolicy], default: Policy) -> None:
         self.experiments = list(experiments)
         self.default = default
-        self.max_touches = max([default.max_touches, *(e.max_touches for e in self.experiments)])
+        every_touch = [e for e in self.experiments if e.row.touch is None]
+        # An experiment over every touch owns the journey's length (its max_touches guardrail);
+        # otherwise the longest of the default and the per-touch experiments.
+        self.max_touches = (
+            every_touch[0].max_touches
+            if every_touch
+            else max([default.max_touches, *(e.max_touches for e in self.experiments)])
+        )
 
     def choose(self, context: Mapping[str, Any], *, now: datetime) -> Decision:
         touch = int(context.get("touch", 1))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
@@ -134,7 +135,7 @@ class Storefront:
         elif rng.random() < 0.04:  # some come back on their own, days later
             self.later(rng.uniform(3600, 5 * 86400), self.order, cart_id, "organic")
 
-    def order(self, cart_id: str, kind: str) -> None:
+    def order(self, cart_id: str, kind: str, coupon: str | None = None) -> None:
         cart = self.carts[cart_id]
         if cart["ordered"]:
             return
@@ -143,7 +144,11 @@ class Storefront:
             {
                 "type": "order.completed",
                 "cart": {"id": cart_id},
-                "order": {"id": f"order-{cart_id}", "value": cart["value"]},
+                "order": {
+                    "id": f"order-{cart_id}",
+                    "value": cart["value"],
+                    **({"coupon_code": coupon} if coupon else {}),
+                },
             }
         )
         self.tally.add(**{kind: 1})
@@ -161,10 +166,14 @@ class Storefront:
             r = self.http.get(link.group(1), follow_redirects=False)
             if r.status_code == 302:
                 self.tally.add(clicks=1)
-                restore = r.headers["location"]
+                restore = urlsplit(r.headers["location"]).path
                 cart_id = restore.rsplit("/", 1)[-1]
-        if cart_id in self.carts and self.rng.random() < 0.45:
-            self.later(self.rng.uniform(120, 1800), self.order, cart_id, "recovered")
+        # A coupon makes a clicked reminder likelier to end in an order (and it is used).
+        coupon = re.search(r"coupon: (N-[A-Z0-9]+)", text)
+        buy = 0.65 if coupon else 0.45
+        if cart_id in self.carts and self.rng.random() < buy:
+            code = coupon.group(1) if coupon else None
+            self.later(self.rng.uniform(120, 1800), self.order, cart_id, "recovered", code)
 
     def close(self) -> None:
         for timer in self.timers:
@@ -199,7 +208,13 @@ def _counts(settings: Settings) -> dict[str, int]:
 
 
 def run_demo(
-    *, port: int, smtp_port: int, time_scale: float, rate: float, duration: float | None
+    *,
+    port: int,
+    smtp_port: int,
+    time_scale: float,
+    rate: float,
+    duration: float | None,
+    ui_port: int = 8501,
 ) -> int:
     for p, what in ((port, "API"), (smtp_port, "SMTP sink")):
         if not _port_free(p):
@@ -231,11 +246,17 @@ def run_demo(
             _, key = create_store(conn, name="Demo Store")
         except StoreExists:
             _, key = rotate_key(conn, name="Demo Store")
+    _demo_experiment(settings)
 
     nudge = str(Path(sys.executable).parent / "nudge")
+    if not _port_free(ui_port):  # the dashboard is a convenience: any free port will do
+        from nudge.smtp_sink import free_port
+
+        ui_port = free_port()
     children = [
         subprocess.Popen([nudge, "api", "--port", str(port)]),
         subprocess.Popen([nudge, "worker"]),
+        subprocess.Popen([nudge, "ui", "--port", str(ui_port)], stdout=subprocess.DEVNULL),
     ]
     shop = Storefront(f"http://127.0.0.1:{port}", key, random.Random(7), time_scale)
     sink = SmtpSink(smtp_port, on_message=shop.on_email).start()
@@ -253,6 +274,7 @@ def run_demo(
         print(
             f"\n  Nudge demo — API http://127.0.0.1:{port} (docs at /docs), SMTP sink on "
             f":{smtp_port}, data in {settings.data_dir}/\n"
+            f"  Dashboard: http://127.0.0.1:{ui_port}\n"
             f"  Time runs {time_scale:g}× faster: a 30 min abandonment takes "
             f"{1800 / time_scale:.1f} s, the 24 h reminder {86400 / time_scale:.0f} s.\n"
             "  Ctrl-C stops everything.\n",
@@ -280,6 +302,36 @@ def run_demo(
                 child.kill()
         sink.stop()
     return 0
+
+
+DEMO_ARMS = ["email/30m/0%", "email/60m/0%", "email/60m/10%", "email/240m/0%", "email/240m/15%"]
+
+
+def _demo_experiment(settings: Settings) -> None:
+    """A bandit over email timings and discounts, with a 10% holdout, running on the demo
+    store (`nudge experiment report demo-bandit --store "Demo Store"` shows what it learns)."""
+    from experiments.lifecycle import ExperimentError, Spec, create, transition
+    from store.db import get_engine
+
+    engine = get_engine(settings.sqlalchemy_url)
+    with engine.begin() as conn:
+        store_id = conn.execute(
+            sa.text("SELECT id FROM store WHERE name = 'Demo Store'")
+        ).scalar_one()
+        now = datetime.now(UTC)
+        try:
+            create(
+                conn,
+                store_id=store_id,
+                spec=Spec("demo-bandit", DEMO_ARMS, holdout_share=0.10, max_discount_pct=15),
+                now=now,
+            )
+        except ExperimentError:
+            pass  # created by an earlier demo run
+        try:
+            transition(conn, store_id=store_id, name="demo-bandit", action="start", now=now)
+        except ExperimentError:
+            pass  # running already
 
 
 def _report(settings: Settings, tally: Tally) -> None:

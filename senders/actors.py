@@ -35,9 +35,7 @@ def policy_for(store_id: str) -> Policy:
     """The policy deciding this store's touches: its running experiments, then its promoted
     default arm, then the common 1 h / 24 h / 72 h email schedule."""
     settings = get_settings()
-    return _policies(settings.sqlalchemy_url, settings.policy_refresh_seconds).policy_for(
-        store_id
-    )
+    return _policies(settings.sqlalchemy_url, settings.policy_refresh_seconds).policy_for(store_id)
 
 
 def runtime() -> journey.Runtime:

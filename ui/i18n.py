@@ -1,0 +1,312 @@
+"""Every label of the dashboard in English and Korean. ``t("key")`` in the chosen language.
+
+Keys are grouped by page. A key missing in Korean falls back to English, a key missing in
+both shows itself (so a typo is visible, never an exception).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+LANGUAGES = {"en": "English", "ko": "한국어"}
+DEFAULT = "en"
+
+LABELS: dict[str, dict[str, str]] = {
+    # app and sidebar
+    "app.title": {"en": "Nudge", "ko": "Nudge"},
+    "nav.overview": {"en": "Overview", "ko": "개요"},
+    "nav.experiments": {"en": "Experiments", "ko": "실험"},
+    "nav.segments": {"en": "Segments", "ko": "세그먼트"},
+    "nav.messages": {"en": "Messages", "ko": "메시지"},
+    "nav.settings": {"en": "Settings", "ko": "설정"},
+    "side.language": {"en": "Language", "ko": "언어"},
+    "side.store": {"en": "Store", "ko": "스토어"},
+    "side.dates": {"en": "Date range (UTC)", "ko": "기간 (UTC)"},
+    "side.refresh": {"en": "Refresh data", "ko": "데이터 새로고침"},
+    "side.pick_end": {"en": "Pick the end date too.", "ko": "종료일도 선택하세요."},
+    "empty.no_store": {
+        "en": 'No store yet — create one with `nudge store create "My Shop"` and point your '
+        "storefront at the API, or run `nudge demo` to see the dashboard with simulated "
+        "shoppers.",
+        "ko": '아직 스토어가 없습니다 — `nudge store create "My Shop"`으로 만들고 스토어프런트를 '
+        "API에 연결하거나, `nudge demo`로 시뮬레이션 고객과 함께 대시보드를 확인하세요.",
+    },
+    "empty.no_carts": {
+        "en": "No abandoned carts in this date range — widen the range in the sidebar, or check "
+        "that your storefront posts cart events (API docs at /docs).",
+        "ko": "이 기간에 이탈한 장바구니가 없습니다 — 사이드바에서 기간을 넓히거나, "
+        "스토어프런트가 장바구니 이벤트를 보내는지 확인하세요 (API 문서: /docs).",
+    },
+    "empty.no_messages": {
+        "en": "No messages in this date range. Touches go out after a cart is abandoned; "
+        "check that `nudge worker` is running.",
+        "ko": "이 기간에 보낸 메시지가 없습니다. 장바구니 이탈 후 메시지가 발송됩니다; "
+        "`nudge worker`가 실행 중인지 확인하세요.",
+    },
+    # auth
+    "auth.title": {"en": "Nudge dashboard", "ko": "Nudge 대시보드"},
+    "auth.password": {"en": "Password", "ko": "비밀번호"},
+    "auth.submit": {"en": "Unlock", "ko": "잠금 해제"},
+    "auth.wrong": {"en": "Wrong password.", "ko": "비밀번호가 틀렸습니다."},
+    "auth.prompt": {
+        "en": "This dashboard is protected. Enter the password (NUDGE_UI_PASSWORD).",
+        "ko": "보호된 대시보드입니다. 비밀번호(NUDGE_UI_PASSWORD)를 입력하세요.",
+    },
+    "auth.required": {
+        "en": "This dashboard is reachable from other machines ({address}) but has no "
+        "password: set NUDGE_UI_PASSWORD and restart it, or bind it to 127.0.0.1.",
+        "ko": "이 대시보드는 다른 컴퓨터에서 접근할 수 있지만({address}) 비밀번호가 없습니다: "
+        "NUDGE_UI_PASSWORD를 설정하고 다시 시작하거나 127.0.0.1에 바인딩하세요.",
+    },
+    "auth.logout": {"en": "Lock", "ko": "잠그기"},
+    # overview
+    "overview.title": {"en": "Overview", "ko": "개요"},
+    "m.abandoned": {"en": "Abandoned carts", "ko": "이탈 장바구니"},
+    "m.abandoned.help": {
+        "en": "Carts whose latest abandonment falls in the range.",
+        "ko": "마지막 이탈 시각이 기간 안에 있는 장바구니.",
+    },
+    "m.reached": {"en": "Carts reached", "ko": "도달한 장바구니"},
+    "m.reached.help": {
+        "en": "Journeys (abandonments) with at least one message that went out.",
+        "ko": "메시지가 한 번 이상 발송된 여정(이탈) 수.",
+    },
+    "m.recovered": {"en": "Recovered", "ko": "회수"},
+    "m.recovered.help": {
+        "en": "Orders after a message went out, counted once per journey — what other "
+        "recovery tools report. Many would have bought anyway: see the incremental figures.",
+        "ko": "메시지 발송 후 들어온 주문(여정당 한 번). 다른 도구들이 보고하는 수치이며, "
+        "상당수는 메시지 없이도 구매했을 것입니다: 증분 수치를 보세요.",
+    },
+    "m.recovered_revenue": {"en": "Recovered revenue", "ko": "회수 매출"},
+    "m.inc_orders": {"en": "Incremental orders", "ko": "증분 주문"},
+    "m.inc_revenue": {"en": "Incremental revenue", "ko": "증분 매출"},
+    "m.inc_profit": {"en": "Incremental profit", "ko": "증분 이익"},
+    "m.roi": {"en": "ROI", "ko": "ROI"},
+    "m.roi.help": {
+        "en": "Incremental profit ÷ (discount + message cost). Undefined when nothing was spent.",
+        "ko": "증분 이익 ÷ (할인 + 메시지 비용). 지출이 없으면 정의되지 않습니다.",
+    },
+    "m.spend": {"en": "Spend", "ko": "지출"},
+    "m.spend.help": {
+        "en": "Message cost plus discounts given on orders.",
+        "ko": "메시지 비용과 주문에 적용된 할인의 합.",
+    },
+    "m.interval": {"en": "95% interval: {low} … {high}", "ko": "95% 구간: {low} … {high}"},
+    "overview.holdout_note": {
+        "en": "Incremental = treated vs holdout (send nothing): {treated} treated journeys "
+        "converted at {t_rate}, {holdout} holdout journeys at {h_rate}. Valid when the holdout "
+        "is assigned at random; the default schedule holds out only customers it cannot reach.",
+        "ko": "증분 = 처치군 대 홀드아웃(미발송): 처치 여정 {treated}개의 전환율 {t_rate}, "
+        "홀드아웃 여정 {holdout}개의 전환율 {h_rate}. 홀드아웃이 무작위로 배정될 때 유효합니다; "
+        "기본 일정은 연락할 수 없는 고객만 홀드아웃합니다.",
+    },
+    "overview.note": {
+        "en": "Note: {reason}.",
+        "ko": "참고: {reason}.",
+    },
+    "overview.no_spend": {
+        "en": "Nothing spent yet: these messages cost nothing and no discount was redeemed.",
+        "ko": "아직 지출이 없습니다: 메시지 비용이 없고 사용된 할인도 없습니다.",
+    },
+    "overview.funnel": {"en": "Funnel", "ko": "퍼널"},
+    "overview.trend": {"en": "Daily trend", "ko": "일별 추이"},
+    "overview.spend": {"en": "Spend by channel", "ko": "채널별 지출"},
+    "funnel.abandoned": {"en": "Abandoned", "ko": "이탈"},
+    "funnel.messaged": {"en": "Messaged", "ko": "메시지 발송"},
+    "funnel.opened": {"en": "Opened", "ko": "열람"},
+    "funnel.clicked": {"en": "Clicked", "ko": "클릭"},
+    "funnel.ordered": {"en": "Ordered", "ko": "주문"},
+    "col.step": {"en": "Step", "ko": "단계"},
+    "col.journeys": {"en": "Journeys", "ko": "여정"},
+    "col.day": {"en": "Day", "ko": "날짜"},
+    "col.count": {"en": "Count", "ko": "건수"},
+    "col.series": {"en": "Series", "ko": "항목"},
+    "col.channel": {"en": "Channel", "ko": "채널"},
+    "col.status": {"en": "Status", "ko": "상태"},
+    "col.sends": {"en": "Sends", "ko": "발송"},
+    "col.messages": {"en": "Messages", "ko": "메시지"},
+    "col.cost": {"en": "Cost", "ko": "비용"},
+    "col.message_cost": {"en": "Message cost", "ko": "메시지 비용"},
+    "col.discount_cost": {"en": "Discounts", "ko": "할인"},
+    "col.kind": {"en": "Kind", "ko": "종류"},
+    "col.amount": {"en": "Amount", "ko": "금액"},
+    "col.opened": {"en": "Opened", "ko": "열람"},
+    "col.clicked": {"en": "Clicked", "ko": "클릭"},
+    "col.opens": {"en": "Opens", "ko": "열람 수"},
+    "col.clicks": {"en": "Clicks", "ko": "클릭 수"},
+    "col.sent_at": {"en": "Created", "ko": "생성 시각"},
+    "col.recipient": {"en": "Recipient", "ko": "수신자"},
+    "col.touch": {"en": "Touch", "ko": "회차"},
+    "col.arm": {"en": "Arm", "ko": "암"},
+    "col.delivery": {"en": "Delivery", "ko": "전달 상태"},
+    "col.error": {"en": "Error", "ko": "오류"},
+    "col.reason": {"en": "Reason", "ko": "사유"},
+    "col.error_kind": {"en": "Kind", "ko": "종류"},
+    "col.example": {"en": "Example", "ko": "예시"},
+    "col.last": {"en": "Last", "ko": "최근"},
+    "col.state": {"en": "State", "ko": "상태"},
+    "col.touches": {"en": "Touches", "ko": "터치"},
+    "col.addresses": {"en": "Addresses", "ko": "주소 수"},
+    "col.address": {"en": "Address", "ko": "주소"},
+    "col.created": {"en": "Since", "ko": "등록 시각"},
+    "col.segment": {"en": "Segment", "ko": "세그먼트"},
+    "col.treated": {"en": "Treated", "ko": "처치"},
+    "col.holdout": {"en": "Holdout", "ko": "홀드아웃"},
+    "col.treated_rate": {"en": "Treated conv.", "ko": "처치 전환율"},
+    "col.holdout_rate": {"en": "Holdout conv.", "ko": "홀드아웃 전환율"},
+    "col.recovered": {"en": "Recovered", "ko": "회수"},
+    "col.recovered_revenue": {"en": "Recovered revenue", "ko": "회수 매출"},
+    "col.inc_orders": {"en": "Incr. orders", "ko": "증분 주문"},
+    "col.inc_profit": {"en": "Incr. profit", "ko": "증분 이익"},
+    "col.preferred": {"en": "Arm chosen most", "ko": "가장 많이 선택된 암"},
+    "col.share": {"en": "Share", "ko": "비중"},
+    "col.rate": {"en": "Conversion", "ko": "전환율"},
+    "col.rate_ci": {"en": "95% interval", "ko": "95% 구간"},
+    "col.carts": {"en": "Carts", "ko": "장바구니"},
+    "col.conversions": {"en": "Conversions", "ko": "전환"},
+    "col.profit_per_cart": {"en": "Profit / cart", "ko": "장바구니당 이익"},
+    "col.prob_best": {"en": "P(best)", "ko": "최고일 확률"},
+    "col.expected_loss": {"en": "Expected loss", "ko": "기대 손실"},
+    "col.setting": {"en": "Setting", "ko": "항목"},
+    "col.value": {"en": "Value", "ko": "값"},
+    "col.variables": {"en": "Variables", "ko": "환경 변수"},
+    "col.configured": {"en": "Configured", "ko": "설정됨"},
+    # experiments
+    "experiments.title": {"en": "Experiments", "ko": "실험"},
+    "experiments.empty": {
+        "en": "No experiments yet — create one with `nudge experiment create …`. Until then "
+        "the store's policy decides alone; the arms it used are below.",
+        "ko": "아직 실험이 없습니다 — `nudge experiment create …`로 만드세요. 그때까지는 "
+        "스토어의 정책이 단독으로 결정하며, 사용된 암은 아래와 같습니다.",
+    },
+    "experiments.arms": {"en": "Arms in use", "ko": "사용 중인 암"},
+    "experiments.arms_note": {
+        "en": "Per decision (touch), as experiments.stats counts them; intervals are Wilson.",
+        "ko": "결정(터치) 단위이며 experiments.stats 기준입니다; 구간은 Wilson 구간입니다.",
+    },
+    "experiments.no_decisions": {
+        "en": "No decisions in this date range yet.",
+        "ko": "이 기간에 아직 결정이 없습니다.",
+    },
+    # segments
+    "segments.title": {"en": "Segments", "ko": "세그먼트"},
+    "segments.dimension": {"en": "Break down by", "ko": "분류 기준"},
+    "dim.device": {"en": "Device", "ko": "기기"},
+    "dim.customer_type": {"en": "New / returning", "ko": "신규 / 재방문"},
+    "dim.cart_value": {"en": "Cart value", "ko": "장바구니 금액"},
+    "dim.checkout_stage": {"en": "Checkout stage", "ko": "결제 단계"},
+    "dim.channel": {"en": "Channel", "ko": "채널"},
+    "segments.note": {
+        "en": "Each segment's treated journeys are compared with its own holdout (per channel: "
+        "with the whole holdout). 'Arm chosen most' is what the policy picked for the first "
+        "touch; the experiment's preferred arm per segment comes with experiments.",
+        "ko": "각 세그먼트의 처치 여정은 같은 세그먼트의 홀드아웃과 비교합니다(채널별은 전체 "
+        "홀드아웃과 비교). '가장 많이 선택된 암'은 정책이 첫 터치에 고른 암입니다.",
+    },
+    "segments.chart": {"en": "Conversion by segment", "ko": "세그먼트별 전환율"},
+    # messages
+    "messages.title": {"en": "Messages", "ko": "메시지"},
+    "messages.queue": {"en": "Queue and workers", "ko": "큐와 워커"},
+    "q.ready": {"en": "Ready", "ko": "대기"},
+    "q.in_progress": {"en": "In progress", "ko": "처리 중"},
+    "q.delayed": {"en": "Delayed", "ko": "지연 예약"},
+    "q.dead": {"en": "Dead-lettered", "ko": "실패 보관"},
+    "q.workers": {"en": "Live brokers", "ko": "활성 브로커"},
+    "q.workers.help": {
+        "en": "Processes that talked to the queue in the last 60 s (workers poll every second; "
+        "the API only when it enqueues).",
+        "ko": "최근 60초 동안 큐와 통신한 프로세스 (워커는 매초, API는 작업 추가 시).",
+    },
+    "q.heartbeat": {"en": "Last heartbeat", "ko": "최근 하트비트"},
+    "q.sweeping": {"en": "Sweep leader active", "ko": "스윕 리더 활성"},
+    "q.healthy": {"en": "Workers are running.", "ko": "워커가 실행 중입니다."},
+    "q.no_workers": {
+        "en": "No worker has polled the queue in the last minute — start one with `nudge worker`.",
+        "ko": "최근 1분 동안 큐를 확인한 워커가 없습니다 — `nudge worker`로 시작하세요.",
+    },
+    "q.unavailable": {
+        "en": "Queue not reachable ({error}). Set NUDGE_REDIS_URL, or start `nudge worker` "
+        "(it starts the embedded Redis).",
+        "ko": "큐에 연결할 수 없습니다 ({error}). NUDGE_REDIS_URL을 설정하거나 "
+        "`nudge worker`를 시작하세요 (내장 Redis를 시작합니다).",
+    },
+    "messages.by_status": {"en": "By channel and status", "ko": "채널·상태별"},
+    "messages.recent": {"en": "Recent sends", "ko": "최근 발송"},
+    "messages.failures": {"en": "Failures", "ko": "실패"},
+    "messages.no_failures": {
+        "en": "No failed sends in this range.",
+        "ko": "이 기간에 실패한 발송이 없습니다.",
+    },
+    "messages.skipped": {"en": "Touches not sent", "ko": "발송되지 않은 터치"},
+    "messages.suppressions": {
+        "en": "Suppressions (opt-outs, bounces)",
+        "ko": "수신 차단 (수신거부, 반송)",
+    },
+    "messages.no_suppressions": {
+        "en": "No address was suppressed in this range.",
+        "ko": "이 기간에 차단된 주소가 없습니다.",
+    },
+    "yes": {"en": "yes", "ko": "예"},
+    "no": {"en": "no", "ko": "아니요"},
+    "seconds_ago": {"en": "{s:.0f} s ago", "ko": "{s:.0f}초 전"},
+    # settings
+    "settings.title": {"en": "Settings", "ko": "설정"},
+    "settings.store": {"en": "Store", "ko": "스토어"},
+    "settings.rules": {"en": "Messaging rules", "ko": "발송 규칙"},
+    "settings.rules_note": {
+        "en": "Country preset {country}{overrides}. Change them in the store's rules.",
+        "ko": "국가 기본값 {country}{overrides}. 스토어 규칙에서 변경하세요.",
+    },
+    "settings.overrides": {"en": ", overridden: {keys}", "ko": ", 재정의: {keys}"},
+    "settings.channels": {"en": "Channel credentials", "ko": "채널 자격 증명"},
+    "settings.channels_note": {
+        "en": "Which NUDGE_* settings are set — never their values.",
+        "ko": "설정된 NUDGE_* 항목만 표시합니다 — 값은 절대 표시하지 않습니다.",
+    },
+    "settings.journey": {"en": "Journey and attribution", "ko": "여정과 기여"},
+    "settings.experiments": {
+        "en": "Experiment editor (arms, holdout share, guardrails) comes with experiments.",
+        "ko": "실험 편집기(암, 홀드아웃 비율, 가드레일)는 실험 기능과 함께 제공됩니다.",
+    },
+    "r.quiet_hours": {"en": "Quiet hours (recipient's time)", "ko": "야간 발송 제한 (수신자 시간)"},
+    "r.night_consent": {
+        "en": "Night consent lifts quiet hours",
+        "ko": "야간 수신 동의 시 제한 해제",
+    },
+    "r.sms_per_day": {"en": "SMS/KakaoTalk per customer per day", "ko": "고객당 하루 SMS/알림톡"},
+    "r.per_week": {"en": "Messages per customer per week", "ko": "고객당 주간 메시지"},
+    "r.prefix": {"en": "Advertising prefix", "ko": "광고 표기"},
+    "r.opt_out": {"en": "Opt-out notice", "ko": "수신거부 안내"},
+    "r.none": {"en": "none", "ko": "없음"},
+    "s.name": {"en": "Name", "ko": "이름"},
+    "s.country": {"en": "Country", "ko": "국가"},
+    "s.currency": {"en": "Currency", "ko": "통화"},
+    "s.abandon_after": {"en": "Abandoned after", "ko": "이탈 판정 시간"},
+    "s.window": {"en": "Attribution window", "ko": "기여 기간"},
+    "s.margin": {"en": "Margin (profit, ROI)", "ko": "마진 (이익, ROI)"},
+    "s.time_scale": {"en": "Time scale", "ko": "시간 배율"},
+    "s.password": {"en": "Dashboard password set", "ko": "대시보드 비밀번호 설정됨"},
+    "minutes": {"en": "{n:g} min", "ko": "{n:g}분"},
+    "days": {"en": "{n:g} days", "ko": "{n:g}일"},
+    "ch.email": {"en": "Email (SMTP)", "ko": "이메일 (SMTP)"},
+    "ch.sms": {"en": "SMS (Twilio)", "ko": "SMS (Twilio)"},
+    "ch.push": {"en": "Web Push (VAPID)", "ko": "웹 푸시 (VAPID)"},
+    "ch.kakao": {"en": "KakaoTalk AlimTalk", "ko": "카카오 알림톡"},
+}
+
+
+def language() -> str:
+    lang = st.session_state.get("lang", DEFAULT)
+    return lang if lang in LANGUAGES else DEFAULT
+
+
+def t(key: str, /, **values: Any) -> str:
+    """The label ``key`` in the session's language, formatted with ``values``."""
+    entry = LABELS.get(key)
+    if entry is None:
+        return key
+    text = entry.get(language()) or entry["en"]
+    return text.format(**values) if values else text
