@@ -8,6 +8,7 @@ never messages); a bandit's own "send nothing" choices are an arm like the other
 from __future__ import annotations
 
 import dataclasses
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -71,8 +72,19 @@ def load(conn: sa.Connection, *, store_id: str, name: str) -> tuple[Any, Outcome
     )
 
 
-def report(conn: sa.Connection, *, store_id: str, name: str, seed: int = 0) -> dict[str, Any]:
-    """Everything a growth team asks of an experiment, as JSON-able data."""
+def report(
+    conn: sa.Connection,
+    *,
+    store_id: str,
+    name: str,
+    seed: int = 0,
+    start: date | None = None,
+    end: date | None = None,
+) -> dict[str, Any]:
+    """Everything a growth team asks of an experiment, as JSON-able data.
+
+    ``start``/``end`` (inclusive, by decision day) limit the ROI rows to a date range.
+    """
     exp, outcomes = load(conn, store_id=store_id, name=name)
     margin = float((exp.economics or {}).get("margin_rate", 0.35))
     head = {
@@ -90,17 +102,32 @@ def report(conn: sa.Connection, *, store_id: str, name: str, seed: int = 0) -> d
     counts = {CONTROL: int(np.sum(outcomes.arm == CONTROL))}
     counts["treated"] = int(len(outcomes.arm) - counts[CONTROL])
     srm = srm_check(counts, {CONTROL: exp.holdout_share, "treated": 1 - exp.holdout_share})
+    ab_srm = None
+    if exp.mode == "ab":
+        # Fixed weights promise a split; a skewed one means assignment or logging is broken.
+        # (Arms a cart could not reach are not offered, so compare carts that could reach all.)
+        weights = exp.weights or {a: 1.0 for a in exp.arms if a != "holdout"}
+        arm_counts = {a: int(np.sum(outcomes.arm == a)) for a in weights}
+        if sum(arm_counts.values()):
+            ab_srm = srm_check(arm_counts, weights)
     lift = (
         lift_vs_holdout(outcomes, treatment=treated, margin_rate=margin, holdout=CONTROL)
         if treated and counts[CONTROL]
         else None
     )
-    roi = roi_report(outcomes, margin_rate=margin, holdout=CONTROL)
+    roi = [
+        row
+        for group in (None, "channel", "segment")
+        for row in roi_report(
+            outcomes, margin_rate=margin, holdout=CONTROL, group_by=group, start=start, end=end
+        )
+    ]
     return {
         **head,
         "arms": [_plain(a) for a in arms],
         "lift_vs_holdout": _plain(lift) if lift is not None else None,
         "srm": _plain(srm),
+        "srm_ab": _plain(ab_srm) if ab_srm is not None else None,
         "roi": [_plain(r) for r in roi],
     }
 

@@ -54,7 +54,12 @@ class ExperimentPolicy:
     """One running experiment as a :class:`optimizer.Policy`."""
 
     def __init__(
-        self, row: Any, bandit: ThompsonPolicy | None, *, sms_left: int | None = None
+        self,
+        row: Any,
+        bandit: ThompsonPolicy | None,
+        *,
+        rng: np.random.Generator,
+        sms_left: int | None = None,
     ) -> None:
         self.row = row
         # Guardrail: SMS (and KakaoTalk) touches this experiment may still decide today.
@@ -63,7 +68,7 @@ class ExperimentPolicy:
         self.bandit = bandit
         self.arms = [Arm.from_key(k) for k in row.arms]
         self.max_touches = int((row.guardrails or {}).get("max_touches") or 3)
-        self._rng = np.random.default_rng(row.seed)
+        self._rng = rng
         self._lock = threading.Lock()
 
     def choose(self, context: Mapping[str, Any], *, now: datetime) -> Decision:
@@ -175,6 +180,10 @@ class StorePolicies:
         self._stores: dict[str, tuple[float, StoreRouter]] = {}
         self._bandits: dict[str, tuple[int, ThompsonPolicy]] = {}
         self._lock = threading.Lock()
+        # One stream per process, from fresh entropy: a seed stored with the experiment would
+        # make every worker (and every reload) repeat the same draws, correlating the
+        # randomisation that the propensities and the off-policy estimates rely on.
+        self._rng = np.random.default_rng()
 
     def policy_for(self, store_id: str) -> Policy:
         now = time.monotonic()
@@ -199,7 +208,9 @@ class StorePolicies:
                 sa.select(store_t.c.default_arm).where(store_t.c.id == store_id)
             ).scalar()
             experiments = [
-                ExperimentPolicy(r, self._bandit(conn, r), sms_left=_sms_left(conn, r))
+                ExperimentPolicy(
+                    r, self._bandit(conn, r), rng=self._rng, sms_left=_sms_left(conn, r)
+                )
                 for r in rows
             ]
         default: Policy = DefaultArmPolicy(default_arm) if default_arm else FixedSchedulePolicy()
@@ -218,6 +229,7 @@ class StorePolicies:
             sa.select(state_t.c.state).where(state_t.c.experiment_id == row.id)
         ).scalar_one()
         policy = ThompsonPolicy.from_state(state)
+        policy.rng = self._rng  # see __init__: this process's own draws, not the stored ones
         self._bandits[row.id] = (version, policy)
         return policy
 

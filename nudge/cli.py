@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -322,6 +323,12 @@ def experiment_report(
     name: Annotated[str, typer.Argument(help="The experiment's name.")],
     store: StoreOption,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    since: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="ROI from this day.")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="ROI up to this day.")
+    ] = None,
 ) -> None:
     """Per-arm statistics, lift against the holdout (always-valid), SRM check and ROI."""
     import json
@@ -330,7 +337,13 @@ def experiment_report(
 
     def _report(conn: Any, *, store_id: str, now: Any) -> Any:
         del now
-        return report(conn, store_id=store_id, name=name)
+        return report(
+            conn,
+            store_id=store_id,
+            name=name,
+            start=since.date() if since else None,
+            end=until.date() if until else None,
+        )
 
     data = _experiment_call(store, _report)
     if as_json:

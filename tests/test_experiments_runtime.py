@@ -250,3 +250,50 @@ def test_decisions_use_the_experiments_attribution_window(
     assert {d.window_ends_at - d.decided_at for d in rows(engine, "decision")} == {
         timedelta(days=2)
     }
+
+
+def test_ab_mode_splits_by_weight_and_reports_its_sample_ratio(
+    settings: Settings, store_key: tuple[str, str]
+) -> None:
+    from experiments.report import report
+
+    store_id, _ = store_key
+    engine = get_engine(settings.sqlalchemy_url)
+    weights = {"email/60m/0%": 3.0, "sms/30m/0%": 1.0}
+    with engine.begin() as conn:
+        lifecycle.create(
+            conn,
+            store_id=store_id,
+            spec=lifecycle.Spec(
+                "split", list(weights), mode="ab", weights=weights, holdout_share=0.1, seed=4
+            ),
+            now=NOW,
+        )
+        lifecycle.transition(conn, store_id=store_id, name="split", action="start", now=NOW)
+    _journeys(settings, store_id, 200)
+    decisions = [d for d in rows(engine, "decision") if not d.context["holdout"]]
+    email = [d for d in decisions if d.arm_key == "email/60m/0%"]
+    # Every shopper reaches both channels, so the split is the weights': 3:1
+    assert {d.propensity for d in email} == {0.75}
+    share = len(email) / len(decisions)
+    assert abs(share - 0.75) < 4 * math.sqrt(0.75 * 0.25 / len(decisions))
+
+    outcome_t = SQLModel.metadata.tables["outcome"]
+    every = rows(engine, "decision")
+    with engine.begin() as conn:
+        for d in every:
+            conn.execute(
+                outcome_t.insert().values(
+                    decision_id=d.id,
+                    store_id=store_id,
+                    converted=False,
+                    revenue=0.0,
+                    message_sent=False,
+                    resolved_at=NOW + timedelta(days=8),
+                )
+            )
+        data = report(conn, store_id=store_id, name="split")
+    assert data["srm_ab"] is not None and not data["srm_ab"]["flagged"]
+    assert data["srm"] is not None and not data["srm"]["flagged"]
+    groups = {r["group"] for r in data["roi"]}
+    assert {"all", "email", "sms"} <= groups
