@@ -399,15 +399,15 @@ def _where(url: str) -> str:
     return url.split("@")[-1] if "@" in url else url
 
 
-def _simulate_command() -> None:
-    try:
-        from nudge.simulate_cmd import simulate
-    except ImportError:  # the optimizer's simulator is optional while it is being built
-        return
-    app.command("simulate")(simulate)
+def _register_simulate() -> None:
+    from nudge.simulate_cmd import simulate
+
+    app.command("simulate", help="Run policies on a simulated scenario (the offline simulator).")(
+        simulate
+    )
 
 
-_simulate_command()
+_register_simulate()
 
 
 if __name__ == "__main__":

@@ -112,9 +112,7 @@ class Economics:
     def cost_of(self, arm: Arm) -> float:
         return 0.0 if arm.channel is None else float(self.message_cost.get(arm.channel, 0.0))
 
-    def profit(
-        self, arm: Arm, *, converted: bool, order_value: float, message_sent: bool
-    ) -> float:
+    def profit(self, arm: Arm, *, converted: bool, order_value: float, message_sent: bool) -> float:
         """Realised profit of one decision."""
         cost = self.cost_of(arm) if message_sent else 0.0
         if not converted:

@@ -1,0 +1,100 @@
+"""``nudge simulate``: run a policy against a scenario's ground truth and report what it earned.
+
+Registered in ``nudge/cli.py`` as ``app.command("simulate")(simulate)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from optimizer.scenario import load_scenario
+from optimizer.simulate import POLICIES, compare, write_regret_png
+
+
+def simulate(
+    scenario: Annotated[
+        Path,
+        typer.Option(
+            "--scenario",
+            help="Scenario JSON file, or the name of a shipped one (apparel, electronics, ...).",
+        ),
+    ],
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--policy",
+            help=f"One of {', '.join(POLICIES)}, a comma-separated list, or 'all'.",
+        ),
+    ] = "thompson",
+    carts: Annotated[int, typer.Option("--carts", min=1, help="Abandoned carts to simulate.")] = (
+        50_000
+    ),
+    seed: Annotated[int, typer.Option("--seed", help="Seed for carts and policies.")] = 7,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the cumulative-regret PNG here."),
+    ] = None,
+) -> None:
+    """Simulate abandoned carts under a policy; report profit and share of the achievable uplift.
+
+    The holdout (send nothing) and the oracle (knows the truth) always run too, on the same
+    carts: captured share = (profit - holdout) / (oracle - holdout).
+    """
+    console = Console()
+    try:
+        world = load_scenario(scenario)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scenario") from exc
+    names = list(POLICIES) if policy == "all" else [p.strip() for p in policy.split(",")]
+    unknown = [n for n in names if n not in POLICIES]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}",
+            param_hint="--policy",
+        )
+    runs = len(set(names) | {"holdout", "oracle"})
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"{world.name}: {runs} policies", total=carts * runs)
+        result = compare(
+            world,
+            names,
+            n_carts=carts,
+            seed=seed,
+            on_progress=lambda n: progress.advance(task, n),
+        )
+    table = Table(title=f"{world.name}: {carts:,} carts, seed {seed}")
+    rows = result.rows()
+    for column in rows[0]:
+        if column not in ("scenario", "carts"):
+            if column == "policy":
+                table.add_column(column, no_wrap=True, min_width=14)
+            else:
+                table.add_column(column, justify="right", overflow="fold")
+    for row in rows:
+        table.add_row(
+            *(
+                f"{value:,.3f}" if isinstance(value, float) else str(value)
+                for key, value in row.items()
+                if key not in ("scenario", "carts")
+            )
+        )
+    console.print(table)
+    if out is not None:
+        write_regret_png(result, out)
+        console.print(f"cumulative regret plot: {out}")
+
+
+if __name__ == "__main__":
+    typer.run(simulate)

@@ -1,0 +1,240 @@
+"""Feature maps for the contextual policy: contexts to rows, arms to columns.
+
+The conversion model is a logistic regression whose weights form a matrix ``W`` of shape
+``(n_rows, n_cols)``. A context activates exactly one *row* per slot (plus the intercept row 0);
+an arm activates a few *columns* (intercept, holdout, its channel, its delay, its discount). The
+log-odds of a conversion for context ``x`` and arm ``a`` is the sum of ``W[r, c]`` over the
+active rows ``r`` of ``x`` and active columns ``c`` of ``a``. Row 0 × column 0 is the global
+intercept, row 0 × arm columns are the arm main effects, context rows × column 0 the context
+main effects, and every other cell a context × arm interaction. Arms and contexts share
+strength through the main effects, while the interactions let segments answer differently.
+
+Every slot has an ``other`` row for missing or unexpected values, so the number of rows is
+fixed when the policy is built and a context always activates the same number of rows.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from optimizer.arms import Arm
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+RowFunction = Callable[[Mapping[str, Any]], list[int]]
+
+#: Cart-value bucket edges (currency units), about x1.5 apart: response to time and discount scales
+#: with the size of the purchase, not its absolute difference.
+CART_VALUE_EDGES = (20.0, 30.0, 45.0, 70.0, 100.0, 150.0, 220.0, 330.0, 500.0, 750.0)
+#: Local-hour buckets: night, morning, afternoon, evening.
+HOUR_EDGES = (6, 12, 18)
+
+_CATEGORICAL: dict[str, tuple[str, ...]] = {
+    "customer_type": ("new", "returning"),
+    "device": ("mobile", "desktop", "tablet"),
+    "checkout_stage": ("cart", "checkout", "payment"),
+}
+
+
+@dataclass(frozen=True)
+class ContextFeatures:
+    """Maps a context dict to the indices of its active rows.
+
+    Args:
+        max_touches: touches 1..max_touches each get their own row.
+        extra_features: optional extra categorical keys and their known values; other keys of
+            a context are ignored. Values not listed fall into the key's ``other`` row.
+    """
+
+    max_touches: int = 3
+    extra_features: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def build(
+        cls, max_touches: int = 3, extra_features: Mapping[str, Sequence[str]] | None = None
+    ) -> ContextFeatures:
+        extra = tuple(
+            (str(k), tuple(str(v) for v in values)) for k, values in (extra_features or {}).items()
+        )
+        for key, values in extra:
+            if key in _SLOT_KEYS:
+                raise ValueError(f"extra_features: {key!r} is already a built-in feature")
+            if not values:
+                raise ValueError(f"extra_features[{key!r}] must list at least one value")
+        return cls(max_touches=max_touches, extra_features=extra)
+
+    @property
+    def names(self) -> list[str]:
+        """Human-readable row names, in row order (row 0 is the intercept)."""
+        names = ["intercept"]
+        for key, labels in self._slots():
+            names += [f"{key}={label}" for label in labels] + [f"{key}=other"]
+        return names
+
+    @property
+    def n_rows(self) -> int:
+        return 1 + sum(len(labels) + 1 for _, labels in self._slots())
+
+    @property
+    def n_slots(self) -> int:
+        """Active rows per context, intercept included."""
+        return 1 + len(self._slots())
+
+    def _slots(self) -> list[tuple[str, tuple[str, ...]]]:
+        return _slots(self.max_touches, self.extra_features)
+
+    def rows(self, context: Mapping[str, Any]) -> list[int]:
+        """Indices of the rows a context activates (length :attr:`n_slots`)."""
+        return self.row_function()(context)
+
+    def row_function(self) -> RowFunction:
+        """A fast function mapping a context to :meth:`rows` (built once per configuration)."""
+        return _rows_fn(self.max_touches, self.extra_features)
+
+
+_SLOT_KEYS = (
+    "customer_type",
+    "device",
+    "checkout_stage",
+    "cart_value",
+    "previous_abandons",
+    "touch",
+    "local_hour",
+)
+
+
+def _slots(
+    max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...]
+) -> list[tuple[str, tuple[str, ...]]]:
+    value_labels = [f"<{CART_VALUE_EDGES[0]:g}"]
+    value_labels += [f"{a:g}-{b:g}" for a, b in itertools.pairwise(CART_VALUE_EDGES)]
+    value_labels += [f">={CART_VALUE_EDGES[-1]:g}"]
+    slots: list[tuple[str, tuple[str, ...]]] = [
+        ("customer_type", _CATEGORICAL["customer_type"]),
+        ("device", _CATEGORICAL["device"]),
+        ("checkout_stage", _CATEGORICAL["checkout_stage"]),
+        ("cart_value", tuple(value_labels)),
+        ("previous_abandons", ("0", "1", "2", "3+")),
+        ("touch", tuple(str(t) for t in range(1, max_touches + 1))),
+        ("local_hour", ("night", "morning", "afternoon", "evening")),
+    ]
+    return slots + list(extra)
+
+
+_ROW_FNS: dict[tuple[int, tuple[tuple[str, tuple[str, ...]], ...]], RowFunction] = {}
+
+
+def _rows_fn(max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...]) -> RowFunction:
+    """Build (once per configuration) a fast closure mapping a context to its row indices."""
+    key = (max_touches, extra)
+    fn = _ROW_FNS.get(key)
+    if fn is not None:
+        return fn
+    slots = _slots(max_touches, extra)
+    offsets: dict[str, int] = {}
+    lookups: dict[str, dict[str, int]] = {}
+    start = 1
+    for name, labels in slots:
+        offsets[name] = start
+        lookups[name] = {label: start + i for i, label in enumerate(labels)}
+        start += len(labels) + 1
+    ct, dev, st = lookups["customer_type"], lookups["device"], lookups["checkout_stage"]
+    ct_o = offsets["customer_type"] + 2
+    dev_o = offsets["device"] + 3
+    st_o = offsets["checkout_stage"] + 3
+    cv0 = offsets["cart_value"]
+    cv_o = cv0 + len(CART_VALUE_EDGES) + 1
+    pa0 = offsets["previous_abandons"]
+    pa_o = pa0 + 4
+    t0 = offsets["touch"]
+    t_o = t0 + max_touches
+    h0 = offsets["local_hour"]
+    h_o = h0 + 4
+    extras = [(name, lookups[name], offsets[name] + len(labels)) for name, labels in extra]
+    edges = CART_VALUE_EDGES
+    hour_edges = HOUR_EDGES
+
+    def rows(context: Mapping[str, Any]) -> list[int]:
+        get: Callable[..., Any] = context.get
+        out = [
+            0,
+            ct.get(get("customer_type"), ct_o),
+            dev.get(get("device"), dev_o),
+            st.get(get("checkout_stage"), st_o),
+        ]
+        value = get("cart_value")
+        try:
+            v = float(value)
+            out.append(cv0 + bisect.bisect_right(edges, v) if math.isfinite(v) else cv_o)
+        except (TypeError, ValueError):
+            out.append(cv_o)
+        try:
+            pa = int(get("previous_abandons", 0))
+            out.append(pa0 + min(pa, 3) if pa >= 0 else pa_o)
+        except (TypeError, ValueError):
+            out.append(pa_o)
+        try:
+            touch = int(get("touch", 1))
+            out.append(t0 + touch - 1 if 1 <= touch <= max_touches else t_o)
+        except (TypeError, ValueError):
+            out.append(t_o)
+        try:
+            hour = int(get("local_hour"))
+            out.append(h0 + bisect.bisect_right(hour_edges, hour) if 0 <= hour <= 23 else h_o)
+        except (TypeError, ValueError):
+            out.append(h_o)
+        for name, lookup, other in extras:
+            raw = get(name)
+            out.append(lookup.get(str(raw), other) if raw is not None else other)
+        return out
+
+    _ROW_FNS[key] = rows
+    return rows
+
+
+@dataclass(frozen=True)
+class ArmDesign:
+    """The binary design matrix of the arms: which columns each arm activates.
+
+    Columns: 0 intercept, 1 holdout, then one per channel, delay and discount present among
+    the arms. The holdout arm activates columns 0 and 1 only.
+    """
+
+    arms: tuple[Arm, ...]
+    columns: tuple[str, ...]
+    matrix: FloatArray  # (n_arms, n_cols), 0/1
+
+    @classmethod
+    def build(cls, arms: Sequence[Arm]) -> ArmDesign:
+        sent = [a for a in arms if not a.is_holdout]
+        channels = sorted({str(a.channel) for a in sent})
+        delays = sorted({a.delay_minutes for a in sent})
+        discounts = sorted({a.discount_pct for a in sent})
+        columns = ["intercept", "holdout"]
+        columns += [f"channel={c}" for c in channels]
+        columns += [f"delay={d}m" for d in delays]
+        columns += [f"discount={d:g}%" for d in discounts]
+        index = {c: i for i, c in enumerate(columns)}
+        matrix = np.zeros((len(arms), len(columns)))
+        for i, arm in enumerate(arms):
+            matrix[i, 0] = 1.0
+            if arm.is_holdout:
+                matrix[i, 1] = 1.0
+                continue
+            matrix[i, index[f"channel={arm.channel}"]] = 1.0
+            matrix[i, index[f"delay={arm.delay_minutes}m"]] = 1.0
+            matrix[i, index[f"discount={arm.discount_pct:g}%"]] = 1.0
+        matrix.setflags(write=False)
+        return cls(arms=tuple(arms), columns=tuple(columns), matrix=matrix)
+
+    @property
+    def n_cols(self) -> int:
+        return len(self.columns)

@@ -1,0 +1,142 @@
+"""Golden values and closed forms: priors, the Laplace update, Lai-Robbins, path values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+from optimizer import Arm, Prior, ThompsonPolicy
+from optimizer.bernoulli import bernoulli_kl, lai_robbins_bound
+from optimizer.feedback import ConversionLag
+from optimizer.scenario import load_scenario, path_values, segments_of
+from optimizer.thompson import laplace_update
+from tests.optimizer.world import ARMS, ECON, context
+
+
+def test_prior_golden_values() -> None:
+    policy = ThompsonPolicy(ARMS, ECON, seed=0)
+    # logit(0.05) and the holdout's -send_lift, on the intercept row
+    assert policy.mean[0, 0] == pytest.approx(-2.94444, abs=1e-5)
+    assert policy.mean[0, 1] == pytest.approx(-0.3, abs=1e-12)
+    prior = Prior()
+    assert policy.precision[0, 0] == pytest.approx(1 / prior.sd_intercept**2)
+    # Cold start: the posterior mean conversion of every message arm is the same, the holdout
+    # lower by the prior send lift, with the prior variance folded in (probit approximation).
+    p = policy.conversion_probability(context())
+    assert p[-1] < p[0]
+    assert p[0] == pytest.approx(p[2], abs=1e-12)
+
+
+def test_laplace_update_matches_a_direct_map_fit() -> None:
+    # Given a small logistic problem with a diagonal Gaussian prior
+    rng = np.random.default_rng(5)
+    n_rows, n_cols, n = 4, 3, 200
+    mean = rng.normal(0, 0.3, (n_rows, n_cols))
+    precision = np.diag(rng.uniform(1, 4, n_rows * n_cols))
+    rows = np.stack([np.zeros(n, int), rng.integers(1, 4, n)], axis=1)
+    cols = np.zeros((n, n_cols))
+    cols[:, 0] = 1
+    cols[np.arange(n), rng.integers(1, 3, n)] = 1
+    w_pos = (rng.random(n) < 0.3).astype(float)
+    w_neg = 1 - w_pos
+    # When the Newton-Laplace update runs
+    m, prec = laplace_update(mean, precision, rows, cols, w_pos, w_neg)
+
+    # Then its mean is the MAP found by a generic optimiser (to 5 decimals)
+    def loss(w: np.ndarray) -> float:
+        W = w.reshape(n_rows, n_cols)
+        z = np.einsum("ij,ij->i", W[rows].sum(axis=1), cols)
+        d = w - mean.ravel()
+        return 0.5 * d @ precision @ d + np.sum(
+            w_pos * np.logaddexp(0, -z) + w_neg * np.logaddexp(0, z)
+        )
+
+    ref = scipy.optimize.minimize(loss, mean.ravel(), method="BFGS", options={"gtol": 1e-10}).x
+    np.testing.assert_allclose(m.ravel(), ref, atol=1e-5)
+    # And its precision is the prior's plus the Hessian at the MAP
+    z = np.einsum("ij,ij->i", m[rows].sum(axis=1), cols)
+    p = 1 / (1 + np.exp(-z))
+    x = np.zeros((n, n_rows * n_cols))
+    for k in range(n):
+        for r in rows[k]:
+            x[k, r * n_cols : (r + 1) * n_cols] += cols[k]
+    np.testing.assert_allclose(prec, precision + x.T @ (x * (p * (1 - p))[:, None]), atol=1e-9)
+
+
+def test_laplace_update_rejects_nonconvex_weights() -> None:
+    with pytest.raises(ValueError, match="w_pos"):
+        laplace_update(
+            np.zeros((1, 1)),
+            np.eye(1),
+            np.zeros((1, 1), int),
+            np.ones((1, 1)),
+            np.zeros(1),
+            -np.ones(1),
+        )
+
+
+def test_lai_robbins_golden_values() -> None:
+    assert bernoulli_kl(0.4, 0.5) == pytest.approx(0.0201355, abs=1e-7)
+    means = [0.5] + [0.4] * 9
+    assert lai_robbins_bound(means, 1e6) == pytest.approx(
+        9 * 0.1 / 0.0201355 * math.log(1e6), rel=1e-5
+    )
+    assert lai_robbins_bound(means, 1e6) == pytest.approx(617.51, abs=0.01)
+
+
+def test_conversion_lag_prior_and_window() -> None:
+    lag = ConversionLag(prior_mean_hours=12.0)
+    share = lag.share_converted(np.array([0.0, 12.0, 200.0]), np.zeros(3), 168.0)
+    # Exponential prior renormalised to the 168 h window: F(12 h) = (1 - e^-1) / (1 - e^-14)
+    assert share[0] == pytest.approx(0.0, abs=1e-12)
+    assert share[1] == pytest.approx(1 - math.exp(-1), abs=0.02)  # piecewise-linear bins
+    assert share[2] == 1.0
+    # A long delay shifts the curve: nothing is expected before the send
+    late = lag.share_converted(np.array([10.0]), np.array([24.0]), 168.0)
+    assert late[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_path_values_match_a_monte_carlo_of_the_generative_model() -> None:
+    # Given a scenario, a segment and one three-touch path
+    scenario = load_scenario("apparel")
+    response = scenario.response
+    ctx = {**context(), "cart_value": 70.0}
+    segments = segments_of(ctx, scenario.big_cart_value)
+    arms = [Arm(30, "sms", 10.0), Arm(120, "email"), Arm(1440, "email", 15.0)]
+    coef, const = path_values(scenario, response, segments, arms, np.array([[0, 1, 2]]))
+    expected = 70.0 * coef[0] - const[0]
+    # When the same journey is simulated from its independent sources, n = 400,000 times
+    rng = np.random.default_rng(1)
+    n = 400_000
+    organic = np.where(
+        rng.random(n) < response.organic(segments),
+        rng.exponential(response.organic_mean_hours, n),
+        np.inf,
+    )
+    t_conv = organic.copy()
+    cost = np.zeros(n)
+    send = 0.0
+    for k, arm in enumerate(arms):
+        send += arm.delay_minutes / 60
+        sent = t_conv > send
+        cost += sent * scenario.economics.cost_of(arm)
+        rate = response.rates(segments, [arm], k + 1)[0]
+        fire = np.where(
+            sent & (rng.random(n) < rate),
+            send + rng.exponential(response.lag_hours[arm.channel], n),
+            np.inf,
+        )
+        t_conv = np.minimum(t_conv, fire)
+    # The discount used is the largest offered by a send before the conversion
+    sends = np.cumsum([a.delay_minutes / 60 for a in arms])
+    used = np.zeros(n)
+    for s, arm in zip(sends, arms, strict=True):
+        used = np.where(t_conv > s, np.maximum(used, arm.discount_pct), used)
+    converted = np.isfinite(t_conv)
+    profit = converted * (70.0 * 0.4 - 70.0 * used / 100) - cost
+    # Then the closed form is within 4 standard errors of the simulation
+    se = profit.std() / math.sqrt(n)
+    assert abs(profit.mean() - expected) < 4 * se

@@ -1,0 +1,232 @@
+"""ThompsonPolicy: public API, invariants, determinism, state round trip, validation."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import optimizer
+from optimizer import Arm, Economics, Policy, ThompsonPolicy
+from tests.optimizer.world import ARMS, ECON, START, context
+
+GRID = [
+    Arm(delay_minutes=d, channel=c, discount_pct=x)
+    for c in ("email", "sms", "push")
+    for d in (30, 120, 720, 1440)
+    for x in (0.0, 5.0, 10.0, 15.0)
+] + [Arm.holdout()]
+
+contexts = st.fixed_dictionaries(
+    {
+        "cart_value": st.floats(0.0, 5000.0, allow_nan=False),
+        "customer_type": st.sampled_from(["new", "returning", "vip", None]),
+        "device": st.sampled_from(["mobile", "desktop", "tablet", "watch"]),
+        "checkout_stage": st.sampled_from(["cart", "checkout", "payment"]),
+        "previous_abandons": st.integers(0, 20),
+        "channels": st.lists(st.sampled_from(["email", "sms", "push", "kakao"]), unique=True),
+        "local_hour": st.integers(0, 23),
+        "touch": st.integers(1, 3),
+        "coupon_campaign": st.text(max_size=5),  # an unknown key: ignored, never an error
+    }
+)
+
+
+def _policy(seed: int = 7, **kwargs: object) -> ThompsonPolicy:
+    return ThompsonPolicy(GRID, ECON, seed=seed, **kwargs)  # type: ignore[arg-type]
+
+
+def test_public_api_is_exported() -> None:
+    # Given the package, then the contract names are importable from it
+    for name in ("Arm", "Economics", "ThompsonPolicy", "Policy", "Decision", "Prior"):
+        assert name in optimizer.__all__
+    policy = _policy()
+    assert isinstance(policy, Policy)
+    assert policy.max_touches == 3
+    assert ThompsonPolicy(GRID, ECON, max_touches=5).max_touches == 5
+
+
+def test_holdout_is_added_when_missing() -> None:
+    policy = ThompsonPolicy([Arm(60, "email")], ECON)
+    assert Arm.holdout() in policy.arms
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ctx=contexts, seed=st.integers(0, 2**32 - 1))
+def test_choose_invariants(ctx: dict[str, object], seed: int) -> None:
+    # Given any context and seed
+    policy = _policy(seed)
+    # When the policy decides, alone and in a batch
+    decisions = [policy.choose(ctx, now=START), *policy.choose_many([ctx, ctx], now=START)]
+    channels = set(ctx["channels"])  # type: ignore[call-overload]
+    for d in decisions:
+        # Then the propensity is a probability and the channel is reachable
+        assert 0.0 < d.propensity <= 1.0
+        assert d.arm.is_holdout or d.arm.channel in channels
+        assert d.arm in policy.arms
+    # And the choice distribution sums to 1 over feasible arms, with the floor respected
+    probs = policy.probabilities(ctx)
+    feasible = np.array([a.is_holdout or a.channel in channels for a in policy.arms])
+    assert probs.sum() == pytest.approx(1.0, abs=1e-12)
+    assert np.all(probs[~feasible] == 0.0)
+    assert np.all(probs[feasible] >= policy.min_propensity - 1e-15)
+
+
+def test_missing_channels_means_send_nothing() -> None:
+    policy = _policy()
+    ctx = context()
+    del ctx["channels"]
+    assert all(policy.choose(ctx, now=START).arm.is_holdout for _ in range(50))
+
+
+def test_propensity_matches_choice_frequency() -> None:
+    # Given a fixed posterior (no records, so no refit), the reported propensity of each
+    # decision is its probability given its own draws; averaged over decisions it must equal
+    # the arm's marginal probability from probabilities(). With n = 20,000 decisions the
+    # frequency of an arm with probability p has sd sqrt(p(1-p)/n) <= 0.0036: allow 4 sd.
+    policy = _policy(3)
+    ctx = context()
+    n = 20_000
+    decisions = policy.choose_many([ctx] * n, now=START)
+    probs = policy.probabilities(ctx)
+    keys = [policy.arms.index(d.arm) for d in decisions]
+    freq = np.bincount(keys, minlength=len(policy.arms)) / n
+    tol = 4 * np.sqrt(probs * (1 - probs) / n) + 1e-9
+    assert np.all(np.abs(freq - probs) <= tol + 1e-3)
+    mean_prop = np.array(
+        [
+            np.mean([d.propensity for d, k in zip(decisions, keys, strict=True) if k == a] or [0])
+            for a in range(len(policy.arms))
+        ]
+    )
+    # E[propensity | arm chosen] >= P(arm): size-biased, never below it on average (4 sd).
+    chosen = freq > 0.02
+    assert np.all(mean_prop[chosen] >= probs[chosen] - 4 * np.sqrt(probs[chosen] / n))
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_deterministic_for_a_seed(seed: int) -> None:
+    # Given two policies with the same seed fed the same calls
+    runs = []
+    for _ in range(2):
+        policy = ThompsonPolicy(ARMS, ECON, seed=seed)
+        out = []
+        for i in range(40):
+            d = policy.choose(context(touch=1 + i % 3), now=START + timedelta(minutes=i))
+            policy.record(
+                d,
+                converted=i % 5 == 0,
+                order_value=80.0,
+                message_sent=True,
+                at=START + timedelta(minutes=20 * i),
+            )
+            out.append((d.arm.key, d.propensity))
+        policy.update()
+        out.append(tuple(policy.mean.ravel().round(12)))
+        runs.append(out)
+    # Then they make the same decisions and learn the same posterior
+    assert runs[0] == runs[1]
+
+
+def test_state_round_trip_is_exact_and_continues_identically() -> None:
+    # Given a policy with a learned posterior, pending decisions and buffered records
+    policy = _policy(11, batch_size=10_000)
+    decisions = [policy.choose(context(), now=START + timedelta(minutes=i)) for i in range(300)]
+    for i, d in enumerate(decisions[:200]):
+        policy.record(
+            d,
+            converted=i % 7 == 0,
+            order_value=80.0,
+            message_sent=True,
+            at=START + timedelta(hours=3),
+        )
+    policy.update()
+    for d in decisions[200:250]:
+        policy.record(
+            d, converted=True, order_value=80.0, message_sent=True, at=START + timedelta(hours=4)
+        )
+    # When it goes through JSON and back
+    text = json.dumps(policy.state())
+    state = json.loads(text)
+    assert state["version"] == 1
+    clone = ThompsonPolicy.from_state(state)
+    # Then the state is identical, and both continue identically
+    assert json.dumps(clone.state()) == text
+    now = START + timedelta(hours=6)
+    a = [policy.choose(context(), now=now) for _ in range(20)]
+    b = [clone.choose(context(), now=now) for _ in range(20)]
+    assert [(d.arm, d.propensity) for d in a] == [(d.arm, d.propensity) for d in b]
+    for d in decisions[250:]:
+        for p in (policy, clone):
+            p.record(d, converted=False, order_value=0.0, message_sent=True, at=now)
+    policy.update()
+    clone.update()
+    np.testing.assert_array_equal(policy.mean, clone.mean)
+    np.testing.assert_array_equal(policy.precision, clone.precision)
+
+
+def test_extra_features_are_learned_and_unknown_values_tolerated() -> None:
+    policy = ThompsonPolicy(ARMS, ECON, seed=1, extra_features={"country": ["KR", "US"]})
+    assert "country=KR" in policy.features.names
+    for country in ("KR", "FR", None, 3):
+        d = policy.choose({**context(), "country": country}, now=START)
+        assert 0 < d.propensity <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"min_propensity": 0.5}, "min_propensity"),
+        ({"max_touches": 0}, "max_touches"),
+        ({"half_life": timedelta(0)}, "half_life"),
+        ({"attribution_window": timedelta(0)}, "attribution_window"),
+        ({"n_draws": 0}, "n_draws"),
+        ({"pool_size": 0}, "pool_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"exploration": 0.0}, "exploration"),
+        ({"holdout_share": 1.0}, "holdout_share"),
+    ],
+)
+def test_invalid_config_names_the_parameter(kwargs: dict[str, object], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        ThompsonPolicy(ARMS, ECON, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        ({"cart_value": -1.0}, "cart_value"),
+        ({"cart_value": "lots"}, "cart_value"),
+        ({"touch": 4}, "touch"),
+        ({"touch": 0}, "touch"),
+    ],
+)
+def test_invalid_context_names_the_key(change: dict[str, object], name: str) -> None:
+    policy = ThompsonPolicy(ARMS, ECON)
+    with pytest.raises(ValueError, match=name):
+        policy.choose({**context(), **change}, now=START)
+
+
+def test_record_validates() -> None:
+    policy = ThompsonPolicy(ARMS, ECON)
+    d = policy.choose(context(), now=START)
+    with pytest.raises(ValueError, match="order_value"):
+        policy.record(d, converted=True, order_value=float("nan"), message_sent=True, at=START)
+    foreign = ThompsonPolicy([Arm(5, "push")], ECON).choose(
+        {**context(), "channels": ["push"]}, now=START
+    )
+    if not foreign.arm.is_holdout:
+        with pytest.raises(ValueError, match="decision.arm"):
+            policy.record(foreign, converted=True, order_value=1.0, message_sent=True, at=START)
+
+
+def test_economics_with_unknown_channel_costs_nothing() -> None:
+    # Arms on a channel without a listed cost are free, as Economics.cost_of defines.
+    policy = ThompsonPolicy([Arm(60, "kakao")], Economics(message_cost={}), seed=1)
+    d = policy.choose({**context(), "channels": ["kakao"]}, now=START)
+    assert d.arm in policy.arms
