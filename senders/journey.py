@@ -440,7 +440,6 @@ def _deliver(rt: Runtime, send: _Send) -> list[FollowUp]:
         customer=send.customer,
         coupon=send.coupon,
         discount_pct=d.discount_pct,
-        touch=d.touch,
         settings=s,
     )
     with open_channel(d.channel, s) as channel:

@@ -39,11 +39,13 @@ def language(locale: str | None) -> str:
     return "ko" if (locale or "").lower().startswith("ko") else "en"
 
 
-def tracked(settings: Settings, message_id: str, *, touch: int, channel: str) -> dict[str, str]:
-    """The signed links of one message: restore (click), open pixel and unsubscribe."""
+def tracked(settings: Settings, message_id: str) -> dict[str, str]:
+    """The signed links of one message: restore (click), open pixel and unsubscribe.
+
+    UTM parameters are added at redirect time, from the message record (api/tracking.py).
+    """
     base = settings.public_url.rstrip("/")
     secret = settings.link_secret
-    del touch, channel  # UTM parameters are added at redirect time, from the message record
     return {
         "link": f"{base}/r/{links.sign(secret, message_id)}",
         "pixel": f"{base}/o/{links.sign(secret, message_id, 'open')}.gif",
@@ -61,7 +63,6 @@ def reminder(
     customer: Any,
     coupon: str | None,
     discount_pct: float,
-    touch: int,
     settings: Settings,
 ) -> Outgoing:
     """The cart reminder for one channel, in the customer's language and the store's law."""
@@ -69,7 +70,7 @@ def reminder(
 
     rules = Rules.for_store(store.country, store.rules)
     lang = language(customer.locale if customer is not None else None)
-    urls = tracked(settings, message_id, touch=touch, channel=channel)
+    urls = tracked(settings, message_id)
     items = [{"image_url": None, "url": None, **item} for item in cart.items]
     total = float(cart.value)
     variables: dict[str, Any] = {
