@@ -15,6 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from experiments.lifecycle import ExperimentNotFound, experiment_t
+from experiments.ope import arm_value_ips
 from experiments.roi import roi_report
 from experiments.stats import Outcomes, arm_summary, lift_vs_holdout, srm_check
 from store.models import Decision, Outcome
@@ -122,9 +123,19 @@ def report(
             outcomes, margin_rate=margin, holdout=CONTROL, group_by=group, start=start, end=end
         )
     ]
+    # A bandit's raw arm means are biased by its adaptive allocation; the value of "always
+    # this arm" is re-estimated from the logged propensities (self-normalised IPS), over the
+    # carts the experiment decided (the persistent holdout was not randomised).
+    decided = outcomes.select(outcomes.arm != CONTROL)
+    off_policy = {
+        arm: _plain(arm_value_ips(decided, arm, margin_rate=margin))
+        for arm in treated
+        if len(decided.arm)
+    }
     return {
         **head,
         "arms": [_plain(a) for a in arms],
+        "off_policy_profit_per_cart": off_policy,
         "lift_vs_holdout": _plain(lift) if lift is not None else None,
         "srm": _plain(srm),
         "srm_ab": _plain(ab_srm) if ab_srm is not None else None,

@@ -69,6 +69,10 @@ def test_experiment_commands(settings: Settings, store_key: tuple[str, str]) -> 
     assert sum(a["conversions"] for a in data["arms"]) == 20
     assert data["srm"]["flagged"] in (True, False) and 0 <= data["srm"]["p_value"] <= 1
     assert data["roi"][0]["group"] == "all"
+    off = data["off_policy_profit_per_cart"]
+    assert set(off) == {a["arm"] for a in data["arms"]} - {"holdout"}
+    for estimate in off.values():
+        assert estimate["low"] <= estimate["value"] <= estimate["high"]
     text = nudge("experiment", "report", "q4", "--store", "Acme Outdoor")
     assert text.exit_code == 0 and "profit/cart" in text.output
 
