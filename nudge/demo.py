@@ -75,15 +75,22 @@ class Storefront:
         self.tally = Tally()
         self.carts: dict[str, dict[str, Any]] = {}
         self.timers: list[threading.Timer] = []
+        self.closing = False
 
     def post(self, event: dict[str, Any]) -> None:
         event.setdefault("event_id", uuid.uuid4().hex)
         event.setdefault("occurred_at", datetime.now(UTC).isoformat())
-        r = self.http.post("/v1/events", json=event)
+        try:
+            r = self.http.post("/v1/events", json=event)
+        except (httpx.HTTPError, RuntimeError) as exc:  # the API (or this client) is going away
+            logger.warning("Storefront could not post an event: %s", exc)
+            return
         if r.status_code != 202:
             logger.warning("Storefront event refused: %s %s", r.status_code, r.text[:200])
 
     def later(self, simulated_seconds: float, fn: Any, *args: Any) -> None:
+        if self.closing:
+            return
         timer = threading.Timer(simulated_seconds / self.time_scale, fn, args)
         timer.daemon = True
         timer.start()
@@ -136,6 +143,8 @@ class Storefront:
             self.later(rng.uniform(3600, 5 * 86400), self.order, cart_id, "organic")
 
     def order(self, cart_id: str, kind: str, coupon: str | None = None) -> None:
+        if self.closing:
+            return
         cart = self.carts[cart_id]
         if cart["ordered"]:
             return
@@ -157,13 +166,18 @@ class Storefront:
 
     def on_email(self, mail: Received) -> None:
         """A shopper reads the reminder: some click, some of those buy."""
+        if self.closing:
+            return
         self.tally.add(emails=1)
         text = mail.part("plain")
         link = re.search(r"(https?://\S+/r/\S+)", text)
         cart_id = None
         restore = None
         if link is not None and self.rng.random() < 0.25:
-            r = self.http.get(link.group(1), follow_redirects=False)
+            try:
+                r = self.http.get(link.group(1), follow_redirects=False)
+            except (httpx.HTTPError, RuntimeError):  # shutting down
+                return
             if r.status_code == 302:
                 self.tally.add(clicks=1)
                 restore = urlsplit(r.headers["location"]).path
@@ -292,7 +306,9 @@ def run_demo(
                 _report(settings, shop.tally)
         _report(settings, shop.tally)
     finally:
-        shop.close()
+        # Shoppers stop first (no new events), then the processes that send, then the inbox:
+        # an email arriving while the storefront is gone is simply not read.
+        shop.closing = True
         for child in children:
             child.send_signal(signal.SIGTERM)
         for child in children:
@@ -301,6 +317,7 @@ def run_demo(
             except subprocess.TimeoutExpired:
                 child.kill()
         sink.stop()
+        shop.close()
     return 0
 
 
