@@ -156,6 +156,7 @@ class Cart(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("store_id", "external_id"),
         sa.Index("ix_cart_status_last_activity", "status", "last_activity_at"),
+        sa.Index("ix_cart_store_abandoned_at", "store_id", "abandoned_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -204,6 +205,8 @@ class Decision(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("cart_id", "journey", "touch"),
         sa.Index("ix_decision_state_scheduled_for", "state", "scheduled_for"),
+        # Reports and the dashboard read a store's decisions by date.
+        sa.Index("ix_decision_store_decided_at", "store_id", "decided_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
@@ -234,7 +237,10 @@ class Decision(SQLModel, table=True):
 class Message(SQLModel, table=True):
     """The idempotency record of a send: written before the provider is called."""
 
-    __table_args__ = (sa.Index("ix_message_status_lease_until", "status", "lease_until"),)
+    __table_args__ = (
+        sa.Index("ix_message_status_lease_until", "status", "lease_until"),
+        sa.Index("ix_message_store_created_at", "store_id", "created_at"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     decision_id: str = Field(foreign_key="decision.id", max_length=32, unique=True)
