@@ -23,6 +23,7 @@ from api.experiments import experiments_router
 from api.ingest import GroupIngestor
 from api.providers import providers_router
 from api.snippet import snippet_router
+from api.storefront import read_body as read_limited
 from api.tracking import tracking_router
 from api.webhooks import webhooks_router
 from senders import actors
@@ -107,12 +108,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         return found
 
     async def read_body(request: Request, limit: int) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, "too_large", f"body over {limit} bytes")
-        body = await request.body()
-        if len(body) > limit:
-            raise ApiError(413, "too_large", f"body over {limit} bytes")
+        body = await read_limited(request, limit)
         if not body:
             raise ApiError(400, "empty_body", "the request body is empty; send JSON")
         return body

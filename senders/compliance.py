@@ -24,20 +24,10 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from store.models import (
-    Cart,
-    Decision,
-    Message,
-    MessageStatus,
-    PushSubscription,
-    Suppression,
-)
-from store.suppressions import normalise
+from store.events import cart_t, decision_t, message_t
+from store.models import MessageStatus, PushSubscription
+from store.suppressions import normalise, suppression_t
 
-cart_t: sa.Table = Cart.__table__  # type: ignore[attr-defined]
-decision_t: sa.Table = Decision.__table__  # type: ignore[attr-defined]
-message_t: sa.Table = Message.__table__  # type: ignore[attr-defined]
-suppression_t: sa.Table = Suppression.__table__  # type: ignore[attr-defined]
 push_t: sa.Table = PushSubscription.__table__  # type: ignore[attr-defined]
 
 #: Message states that count as "sent" for caps (a hand-off in progress may have arrived).
