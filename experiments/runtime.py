@@ -18,8 +18,8 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -59,11 +59,17 @@ class ExperimentPolicy:
         bandit: ThompsonPolicy | None,
         *,
         rng: np.random.Generator,
-        sms_left: int | None = None,
+        sms_used: Callable[[datetime], int] | None = None,
     ) -> None:
         self.row = row
-        # Guardrail: SMS (and KakaoTalk) touches this experiment may still decide today.
-        self.sms_left = sms_left
+        # Guardrail: SMS (and KakaoTalk) touches per UTC day of the decisions' own clock.
+        # ``sms_used(since)`` counts those already decided; the count is taken once per day
+        # and kept up to date here, so a cached policy does not query per decision.
+        budget = (row.guardrails or {}).get("daily_sms_budget")
+        self.sms_budget = None if budget is None else int(budget)
+        self._sms_used = sms_used
+        self._sms_day: date | None = None
+        self.sms_left = 0
         self.experiment_id: str = row.id
         self.bandit = bandit
         self.arms = [Arm.from_key(k) for k in row.arms]
@@ -89,7 +95,7 @@ class ExperimentPolicy:
             )
         routed["holdout"] = False
         with self._lock:  # a policy's random stream is not thread-safe
-            if self.sms_left is not None and self.sms_left <= 0:
+            if not self._sms_allowed(now):
                 routed["channels"] = [
                     c for c in context.get("channels", ()) if c not in ("sms", "kakao")
                 ]
@@ -98,9 +104,20 @@ class ExperimentPolicy:
                 decision = Decision(d.arm, d.propensity, routed, now, d.id)
             else:
                 decision = self._ab(routed, now)
-            if self.sms_left is not None and decision.arm.channel in ("sms", "kakao"):
+            if self.sms_budget is not None and decision.arm.channel in ("sms", "kakao"):
                 self.sms_left -= 1
             return decision
+
+    def _sms_allowed(self, now: datetime) -> bool:
+        """Whether the daily SMS budget (if any) leaves room on ``now``'s UTC day."""
+        if self.sms_budget is None:
+            return True
+        day = now.astimezone(UTC).date()
+        if day != self._sms_day:
+            since = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+            used = self._sms_used(since) if self._sms_used is not None else 0
+            self._sms_day, self.sms_left = day, self.sms_budget - used
+        return self.sms_left > 0
 
     def _ab(self, context: dict[str, Any], now: datetime) -> Decision:
         channels = set(context.get("channels", ()))
@@ -195,6 +212,23 @@ class StorePolicies:
             self._stores[store_id] = (now, router)
             return router
 
+    def _sms_counter(self, experiment_id: str) -> Callable[[datetime], int]:
+        """Counts the experiment's SMS/KakaoTalk decisions since a time (for the budget)."""
+
+        def used(since: datetime) -> int:
+            with read_only(self.engine) as conn:
+                return int(
+                    conn.execute(
+                        sa.select(sa.func.count()).where(
+                            decision_t.c.experiment_id == experiment_id,
+                            decision_t.c.channel.in_(["sms", "kakao"]),
+                            decision_t.c.decided_at >= since,
+                        )
+                    ).scalar_one()
+                )
+
+        return used
+
     def _load(self, store_id: str) -> StoreRouter:
         # Read-only: workers call this while holding a write transaction of their own.
         with read_only(self.engine) as conn:
@@ -209,7 +243,7 @@ class StorePolicies:
             ).scalar()
             experiments = [
                 ExperimentPolicy(
-                    r, self._bandit(conn, r), rng=self._rng, sms_left=_sms_left(conn, r)
+                    r, self._bandit(conn, r), rng=self._rng, sms_used=self._sms_counter(r.id)
                 )
                 for r in rows
             ]
@@ -232,22 +266,6 @@ class StorePolicies:
         policy.rng = self._rng  # see __init__: this process's own draws, not the stored ones
         self._bandits[row.id] = (version, policy)
         return policy
-
-
-def _sms_left(conn: sa.Connection, row: Any) -> int | None:
-    """How many SMS/KakaoTalk touches the experiment's daily budget still allows (UTC day)."""
-    budget = (row.guardrails or {}).get("daily_sms_budget")
-    if budget is None:
-        return None
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    used = conn.execute(
-        sa.select(sa.func.count()).where(
-            decision_t.c.experiment_id == row.id,
-            decision_t.c.channel.in_(["sms", "kakao"]),
-            decision_t.c.decided_at >= today,
-        )
-    ).scalar_one()
-    return max(0, int(budget) - int(used))
 
 
 def fold(engine: Engine, experiment_id: str, *, limit: int = 5000, attempts: int = 8) -> int:
