@@ -238,7 +238,10 @@ def test_frequency_cap_skips_the_touch_over_it(env_settings: Settings, sink: Smt
 def test_unsubscribe_suppresses_at_once_and_only_new_consent_lifts_it(
     env_settings: Settings, sink: SmtpSink
 ) -> None:
-    rt = runtime(env_settings, utc(2026, 11, 23, 15, 0))
+    # The unsubscribe endpoint stamps the suppression with the wall clock, and only consent
+    # given after it lifts it: the journey's clock must run after today (10:00 in New York).
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    rt = runtime(env_settings, utc(tomorrow.year, tomorrow.month, tomorrow.day, 15, 0))
     clock: Clock = rt.clock  # type: ignore[assignment]
     us = store(rt, "Outdoor")
     abandon(rt, us, timezone=NEW_YORK)
