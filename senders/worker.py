@@ -12,8 +12,10 @@ import dramatiq
 
 from experiments.runtime import fold, running_bandits
 from senders import actors, journey
+from senders.applier import Applier, drain
 from senders.broker import setup_broker
 from settings import Settings
+from store.db import get_engine
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> None:
         worker_timeout=250,
     )
     sweeper = Sweeper(settings, broker)
+    applier = Applier(settings, get_engine(settings.sqlalchemy_url))
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -84,10 +87,18 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    # Events a crash left accepted but unapplied come first: a send must not go out for a cart
+    # whose order is still waiting to be applied.
+    backlog = drain(settings, applier.engine)
+    if backlog:
+        logger.info("Applied %d events accepted before this worker started", backlog)
     worker.start()
+    applier.start()
     sweeper.start()
     logger.info("Worker ready: %d threads on queue %r", worker.worker_threads, actors.QUEUE)
     stop.wait()
     sweeper.stopping.set()
+    applier.stopping.set()
     worker.stop(timeout=10_000)
+    applier.join(timeout=10)
     broker.close()

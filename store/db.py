@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,10 @@ def _json(value: Any) -> str:
         return json.dumps(value)
 
 
+#: How long a SQLite writer waits for another's write lock before giving up.
+BUSY_TIMEOUT_MS = 30_000
+
+
 def _make_sqlite_behave(engine: Engine) -> None:
     """WAL, a busy timeout and ``BEGIN IMMEDIATE``.
 
@@ -75,7 +80,7 @@ def _make_sqlite_behave(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -89,6 +94,39 @@ def _make_sqlite_behave(engine: Engine) -> None:
 
 
 READ_ONLY = "nudge_read_only"
+
+
+class WriteLocked(Exception):
+    """Another connection holds SQLite's write lock (see :func:`begin_nowait`)."""
+
+
+@contextmanager
+def begin_nowait(engine: Engine) -> Iterator[sa.Connection]:
+    """``engine.begin()``, except that on SQLite it raises :class:`WriteLocked` at once when
+    another writer holds the lock, instead of waiting for it up to the busy timeout.
+
+    For code on an event loop, which must not stall there: it can wait in a thread instead.
+    Once the lock is held nothing else waits (in WAL mode a commit takes no other lock).
+    """
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            try:
+                transaction = conn.begin()
+            except sa.exc.OperationalError as exc:
+                if "locked" not in str(exc.orig):
+                    raise
+                raise WriteLocked(str(exc.orig)) from None
+            with transaction:
+                yield conn
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def read_only(engine: Engine) -> sa.Connection:

@@ -1,8 +1,14 @@
-"""Applying storefront events: stored once, carts and customers upserted, orders attributed.
+"""Storefront events: accepted once, then applied to carts and customers, orders attributed.
 
-Everything for one call happens in the caller's transaction, so a request either applies
-whole or leaves nothing behind. Events are idempotent on ``(store, event_id)``; an event older
-than what a cart already reflects is kept but changes nothing (deliveries arrive out of order).
+Two steps, as in Segment's or RudderStack's pipelines. :func:`accept_events` is what the API
+does before it answers 202: one insert of the validated events, idempotent on
+``(store, event_id)`` (a repeat is answered ``duplicate``). :func:`apply_pending`, run by the
+worker's applier (``senders.applier``), then applies them in the order they were accepted
+and stamps them applied; anything a crash left unapplied is simply still pending.
+:func:`apply_events` does both at once for callers that need the effects now.
+
+Applying happens in the caller's transaction, whole or not at all. An event older than what a
+cart already reflects is kept but changes nothing (deliveries arrive out of order).
 
 Built for throughput: a call handles many events with a fixed number of statements — one
 insert of the events, one upsert of their customers, one read of their carts, one write of
@@ -12,12 +18,15 @@ machine runs in Python on the carts read.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from store import bulk, suppressions
 from store.db import insert
@@ -34,6 +43,8 @@ from store.models import (
     Outcome,
 )
 from store.schemas import EventIn
+
+logger = logging.getLogger(__name__)
 
 cart_t: sa.Table = Cart.__table__  # type: ignore[attr-defined]
 customer_t: sa.Table = Customer.__table__  # type: ignore[attr-defined]
@@ -78,6 +89,15 @@ class Applied:
 
 
 @dataclass
+class Drained:
+    """What one :func:`apply_pending` call did."""
+
+    events: int = 0  # pending events read (and now stamped applied)
+    invalid: int = 0  # of which no longer valid: kept, but not applied
+    applied: list[Applied] = field(default_factory=list)  # one per store
+
+
+@dataclass
 class _Cart:
     row: dict[str, Any]
     new: bool = False
@@ -98,7 +118,12 @@ _CUSTOMER_CONFLICT = (
 
 
 def _insert_events(
-    conn: sa.Connection, store_id: str, events: Sequence[EventIn], now: datetime
+    conn: sa.Connection,
+    store_id: str,
+    events: Sequence[EventIn],
+    now: datetime,
+    *,
+    applied: bool,
 ) -> set[str]:
     """Insert the events not stored yet; return the ids of those inserted now."""
     if not events:
@@ -110,7 +135,9 @@ def _insert_events(
             "type": e.type,
             "occurred_at": e.occurred_at,
             "received_at": now,
-            "payload": e.model_dump(mode="json", exclude_none=True),
+            # The validated event as JSON, serialised by pydantic-core in one call.
+            "payload": orjson.Fragment(e.model_dump_json(exclude_none=True)),
+            "applied_at": now if applied else None,
         }
         for e in events
     ]
@@ -134,36 +161,108 @@ def _insert_events(
     return set(ids) - seen
 
 
-# --- the call ----------------------------------------------------------------------------------
+def _record(
+    conn: sa.Connection,
+    store_id: str,
+    events: Sequence[EventIn],
+    now: datetime,
+    *,
+    applied: bool,
+) -> list[bool]:
+    """Store each event once; whether each was a duplicate. A repeat inside the call is a
+    duplicate too."""
+    first: dict[str, int] = {}
+    for i, e in enumerate(events):
+        first.setdefault(e.event_id, i)
+    candidates = [events[i] for i in sorted(first.values())]
+    inserted = _insert_events(conn, store_id, candidates, now, applied=applied)
+    return [not (e.event_id in inserted and first[e.event_id] == i) for i, e in enumerate(events)]
+
+
+# --- the calls ---------------------------------------------------------------------------------
+
+
+def accept_events(
+    conn: sa.Connection, *, store_id: str, events: Sequence[EventIn], now: datetime
+) -> list[bool]:
+    """Store ``events`` to be applied later (:func:`apply_pending`); whether each was a
+    duplicate. This is all the API does before it answers: one insert for the whole call."""
+    return _record(conn, store_id, events, now, applied=False)
 
 
 def apply_events(
     conn: sa.Connection, *, store_id: str, events: Sequence[EventIn], now: datetime
 ) -> Applied:
-    """Store and apply ``events`` (in order) for one store, in the caller's transaction."""
+    """Store and apply ``events`` (in order) for one store at once, in the caller's
+    transaction: for callers that need the effects now (seeding, tests, benchmarks)."""
+    duplicates = _record(conn, store_id, events, now, applied=True)
+    fresh = [e for e, dup in zip(events, duplicates, strict=True) if not dup]
+    applied = _apply(conn, store_id, fresh, now)
+    applied.duplicates = duplicates
+    return applied
+
+
+#: Only one applier at a time, cluster-wide, so events apply in the order they were accepted.
+_APPLY_LOCK = 0x6E75_6467  # "nudg"
+
+
+def apply_pending(conn: sa.Connection, *, now: datetime, limit: int = 2000) -> Drained | None:
+    """Apply the oldest accepted events not applied yet (up to ``limit``), in the order they
+    were accepted, in the caller's transaction, and stamp them applied.
+
+    Returns ``None`` when another transaction is applying right now (PostgreSQL; on SQLite the
+    write lock taken at BEGIN already makes appliers take turns).
+    """
+    if (
+        conn.dialect.name == "postgresql"
+        and not conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_APPLY_LOCK))).scalar()
+    ):
+        return None
+    rows = conn.execute(
+        sa.select(event_t.c.id, event_t.c.store_id, sa.cast(event_t.c.payload, sa.Text))
+        .where(event_t.c.applied_at.is_(None))
+        .order_by(event_t.c.id)
+        .limit(limit)
+    ).all()
+    drained = Drained(events=len(rows))
+    if not rows:
+        return drained
+    # Stores share nothing, so each store's events apply together, in their own order.
+    by_store: dict[str, list[EventIn]] = {}
+    for row_id, store_id, payload in rows:
+        try:
+            event = EventIn.model_validate_json(payload)
+        except ValidationError as exc:
+            # Valid when accepted, so only a schema change between versions gets here. Kept
+            # (it is stored) but not applied, rather than blocking everything behind it.
+            logger.warning(
+                "Accepted event %d no longer validates (%s); not applied",
+                row_id,
+                ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()),
+            )
+            drained.invalid += 1
+            continue
+        by_store.setdefault(store_id, []).append(event)
+    for store_id, events in by_store.items():
+        drained.applied.append(_apply(conn, store_id, events, now))
+    bulk.update_rows(conn, event_t, "id", [{"id": r[0], "applied_at": now} for r in rows])
+    return drained
+
+
+def _apply(conn: sa.Connection, store_id: str, fresh: Sequence[EventIn], now: datetime) -> Applied:
+    """Apply new events of one store, in order."""
     dialect = conn.dialect.name
     applied = Applied()
-
-    # 1. Store each event once. A repeat inside the call is a duplicate too.
-    first: dict[str, int] = {}
-    for i, e in enumerate(events):
-        first.setdefault(e.event_id, i)
-    candidates = [events[i] for i in sorted(first.values())]
-    inserted = _insert_events(conn, store_id, candidates, now)
-    applied.duplicates = [
-        not (e.event_id in inserted and first[e.event_id] == i) for i, e in enumerate(events)
-    ]
-    fresh = [e for e, dup in zip(events, applied.duplicates, strict=True) if not dup]
     if not fresh:
         return applied
 
-    # 2. Customers: one upsert for all, fields merged in event order.
+    # 1. Customers: one upsert for all, fields merged in event order.
     customer_ids = _upsert_customers(conn, dialect, store_id, fresh, now)
     for e in fresh:
         if e.type == "contact.captured" and e.customer is not None:
             _renewed_consent(conn, store_id, e, customer_ids[e.customer.key])
 
-    # 3. Carts: read once, apply every event in memory, write back once.
+    # 2. Carts: read once, apply every event in memory, write back once.
     carts = _load_carts(conn, dialect, store_id, fresh, customer_ids)
     conversions: list[tuple[_Cart, EventIn, datetime]] = []
     for e in fresh:
@@ -177,7 +276,7 @@ def apply_events(
             _cart_activity(carts, store_id, e, customer_id, at, now)
     _write_carts(conn, store_id, list(carts.values()))
 
-    # 4. What follows from the new states.
+    # 3. What follows from the new states.
     voided = [c.row["id"] for c in carts.values() if c.was_abandoned_void]
     if voided:
         _void_pending(conn, voided, reason="cart_activity", now=now)
