@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
-from store.db import WriteLocked, begin_nowait
-from store.events import accept_events
+from store.db import WriteLocked
+from store.events import EventLog
 from store.schemas import EventIn
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class GroupIngestor:
     """Appends the events of many concurrent requests in shared transactions."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.log = EventLog(engine)
         self._pending: deque[_Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
         # SQLite's work is all CPU in this process: a thread would only add GIL hand-offs
@@ -78,7 +78,7 @@ class GroupIngestor:
                 )
                 for item in group:
                     try:
-                        alone = await asyncio.to_thread(self._write_group, [item], False)
+                        alone = await asyncio.to_thread(self._append, [item], True)
                     except Exception as item_exc:
                         _settle(item, exception=item_exc)
                     else:
@@ -90,25 +90,15 @@ class GroupIngestor:
     async def _write(self, group: list[_Pending]) -> list[list[bool]]:
         if self._inline:
             try:
-                return self._write_group(group, True)
+                return self._append(group, False)
             except WriteLocked:
                 pass  # a worker is writing: wait for it off the event loop
-        return await asyncio.to_thread(self._write_group, group, False)
+        return await asyncio.to_thread(self._append, group, True)
 
-    def _write_group(self, group: list[_Pending], nowait: bool) -> list[list[bool]]:
+    def _append(self, group: list[_Pending], wait: bool) -> list[list[bool]]:
         """One transaction for the group; each request's duplicate flags, in order."""
-        now = datetime.now(UTC)
-        results: list[list[bool]] = []
-        with begin_nowait(self.engine) if nowait else self.engine.begin() as conn:
-            # Consecutive requests of one store are written in one call (one insert).
-            for run in _runs(group):
-                events = [e for item in run for e in item.events]
-                duplicates = accept_events(conn, store_id=run[0].store_id, events=events, now=now)
-                start = 0
-                for item in run:
-                    results.append(duplicates[start : start + len(item.events)])
-                    start += len(item.events)
-        return results
+        runs = [(item.store_id, item.events) for item in group]
+        return self.log.append(runs, datetime.now(UTC), wait=wait)
 
 
 def _settle(
@@ -123,13 +113,3 @@ def _settle(
     else:
         assert result is not None
         item.future.set_result(result)
-
-
-def _runs(group: list[_Pending]) -> list[list[_Pending]]:
-    runs: list[list[_Pending]] = []
-    for item in group:
-        if runs and runs[-1][0].store_id == item.store_id:
-            runs[-1].append(item)
-        else:
-            runs.append([item])
-    return runs

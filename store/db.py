@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,36 +96,7 @@ READ_ONLY = "nudge_read_only"
 
 
 class WriteLocked(Exception):
-    """Another connection holds SQLite's write lock (see :func:`begin_nowait`)."""
-
-
-@contextmanager
-def begin_nowait(engine: Engine) -> Iterator[sa.Connection]:
-    """``engine.begin()``, except that on SQLite it raises :class:`WriteLocked` at once when
-    another writer holds the lock, instead of waiting for it up to the busy timeout.
-
-    For code on an event loop, which must not stall there: it can wait in a thread instead.
-    Once the lock is held nothing else waits (in WAL mode a commit takes no other lock).
-    """
-    if engine.dialect.name != "sqlite":
-        with engine.begin() as conn:
-            yield conn
-        return
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        raw.execute("PRAGMA busy_timeout=0")
-        try:
-            try:
-                transaction = conn.begin()
-            except sa.exc.OperationalError as exc:
-                if "locked" not in str(exc.orig):
-                    raise
-                raise WriteLocked(str(exc.orig)) from None
-            with transaction:
-                yield conn
-        finally:
-            raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    """Another connection holds SQLite's write lock, and the caller chose not to wait."""
 
 
 def read_only(engine: Engine) -> sa.Connection:

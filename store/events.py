@@ -1,6 +1,6 @@
 """Storefront events: accepted once, then applied to carts and customers, orders attributed.
 
-Two steps, as in Segment's or RudderStack's pipelines. :func:`accept_events` is what the API
+Two steps, as in Segment's or RudderStack's pipelines. :class:`EventLog` is what the API
 does before it answers 202: one insert of the validated events, idempotent on
 ``(store, event_id)`` (a repeat is answered ``duplicate``). :func:`apply_pending`, run by the
 worker's applier (``senders.applier``), then applies them in the order they were accepted
@@ -19,6 +19,7 @@ machine runs in Python on the carts read.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,9 +28,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from pydantic import ValidationError
+from sqlalchemy.engine import Engine
 
 from store import bulk, suppressions
-from store.db import insert
+from store.db import BUSY_TIMEOUT_MS, WriteLocked, insert
 from store.models import (
     Cart,
     CartStatus,
@@ -117,48 +119,59 @@ _CUSTOMER_CONFLICT = (
 )
 
 
-def _insert_events(
-    conn: sa.Connection,
-    store_id: str,
-    events: Sequence[EventIn],
-    now: datetime,
-    *,
-    applied: bool,
-) -> set[str]:
-    """Insert the events not stored yet; return the ids of those inserted now."""
-    if not events:
-        return set()
-    rows = [
-        {
-            "store_id": store_id,
-            "event_id": e.event_id,
-            "type": e.type,
-            "occurred_at": e.occurred_at,
-            "received_at": now,
-            # The validated event as JSON, serialised by pydantic-core in one call.
-            "payload": orjson.Fragment(e.model_dump_json(exclude_none=True)),
-            "applied_at": now if applied else None,
-        }
-        for e in events
-    ]
-    conflict = "ON CONFLICT (store_id, event_id) DO NOTHING"
-    if conn.dialect.name == "postgresql":
-        returned = bulk.insert_rows(conn, event_t, rows, conflict=conflict, returning=("event_id",))
-        return {r[0] for r in returned}
-    # SQLite: this transaction holds the write lock (BEGIN IMMEDIATE), so what is not there
-    # now is ours to insert.
-    ids = [e.event_id for e in events]
-    seen = set(
-        conn.execute(
-            sa.select(event_t.c.event_id).where(
-                event_t.c.store_id == store_id, event_t.c.event_id.in_(ids)
-            )
-        ).scalars()
-    )
-    bulk.insert_rows(
-        conn, event_t, [r for r in rows if r["event_id"] not in seen], conflict=conflict
-    )
-    return set(ids) - seen
+_EVENT_CONFLICT = "ON CONFLICT (store_id, event_id) DO NOTHING"
+
+#: A run of events of one store: (store id, events in order).
+Run = tuple[str, Sequence[EventIn]]
+
+
+def _append(
+    raw: Any, dialect: str, runs: Sequence[Run], now: datetime, *, applied: bool
+) -> list[list[bool]]:
+    """Insert each run's events once, on a driver connection in a transaction; each run's
+    duplicate flags. A repeat of an event id of the same store within the call is a
+    duplicate too (the first one is stored)."""
+    first: dict[tuple[str, str], int] = {}
+    keys: list[tuple[str, str]] = []
+    rows: list[dict[str, Any]] = []
+    for store_id, events in runs:
+        for e in events:
+            key = (store_id, e.event_id)
+            if key not in first:
+                first[key] = len(keys)
+                rows.append(
+                    {
+                        "store_id": store_id,
+                        "event_id": e.event_id,
+                        "type": e.type,
+                        "occurred_at": e.occurred_at,
+                        "received_at": now,
+                        # The validated event as JSON, serialised by pydantic-core at once.
+                        "payload": orjson.Fragment(e.model_dump_json(exclude_none=True)),
+                        "applied_at": now if applied else None,
+                    }
+                )
+            keys.append(key)
+    if dialect == "postgresql":
+        returned = bulk.insert_rows_raw(
+            raw,
+            dialect,
+            event_t,
+            rows,
+            conflict=_EVENT_CONFLICT,
+            returning=("store_id", "event_id"),
+        )
+        inserted = {(r[0], r[1]) for r in returned}
+    else:
+        flags = bulk.insert_each_sqlite(raw, event_t, rows, conflict=_EVENT_CONFLICT)
+        inserted = {(r["store_id"], r["event_id"]) for r, ok in zip(rows, flags, strict=True) if ok}
+    duplicates = [not (k in inserted and first[k] == i) for i, k in enumerate(keys)]
+    out: list[list[bool]] = []
+    start = 0
+    for _, events in runs:
+        out.append(duplicates[start : start + len(events)])
+        start += len(events)
+    return out
 
 
 def _record(
@@ -169,25 +182,67 @@ def _record(
     *,
     applied: bool,
 ) -> list[bool]:
-    """Store each event once; whether each was a duplicate. A repeat inside the call is a
-    duplicate too."""
-    first: dict[str, int] = {}
-    for i, e in enumerate(events):
-        first.setdefault(e.event_id, i)
-    candidates = [events[i] for i in sorted(first.values())]
-    inserted = _insert_events(conn, store_id, candidates, now, applied=applied)
-    return [not (e.event_id in inserted and first[e.event_id] == i) for i, e in enumerate(events)]
+    """Store each event once (in the caller's transaction); whether each was a duplicate."""
+    raw = conn.connection.driver_connection
+    return _append(raw, conn.dialect.name, [(store_id, events)], now, applied=applied)[0]
 
 
 # --- the calls ---------------------------------------------------------------------------------
 
 
-def accept_events(
-    conn: sa.Connection, *, store_id: str, events: Sequence[EventIn], now: datetime
-) -> list[bool]:
-    """Store ``events`` to be applied later (:func:`apply_pending`); whether each was a
-    duplicate. This is all the API does before it answers: one insert for the whole call."""
-    return _record(conn, store_id, events, now, applied=False)
+class EventLog:
+    """Accepting events: storing them once each, to be applied later by :func:`apply_pending`.
+
+    This is all the API does before it answers. It writes many requests' events at once, in
+    a transaction of its own on the driver connection: it runs once per group of requests,
+    where SQLAlchemy's connection and transaction machinery cost more than the insert."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    def append(self, runs: Sequence[Run], now: datetime, *, wait: bool = True) -> list[list[bool]]:
+        """Store the runs' events, to be applied later; each run's duplicate flags.
+
+        ``wait=False``: on SQLite, raise :class:`store.db.WriteLocked` at once if another
+        connection holds the write lock, instead of waiting for it.
+        """
+        pooled = self.engine.raw_connection()
+        try:
+            raw: Any = pooled.driver_connection
+            if self.dialect == "sqlite":
+                return self._sqlite(raw, runs, now, wait)
+            try:
+                duplicates = _append(raw, self.dialect, runs, now, applied=False)
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+            return duplicates
+        finally:
+            pooled.close()
+
+    def _sqlite(self, raw: Any, runs: Sequence[Run], now: datetime, wait: bool) -> list[list[bool]]:
+        if not wait:
+            raw.execute("PRAGMA busy_timeout=0")
+        try:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if wait or "locked" not in str(exc):
+                    raise
+                raise WriteLocked(str(exc)) from None
+            try:
+                duplicates = _append(raw, self.dialect, runs, now, applied=False)
+                raw.execute("COMMIT")
+            except BaseException:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                raise
+            return duplicates
+        finally:
+            if not wait:
+                raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def apply_events(
