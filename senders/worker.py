@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -89,6 +90,9 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> None:
     signal.signal(signal.SIGTERM, _stop)
     # Events a crash left accepted but unapplied come first: a send must not go out for a cart
     # whose order is still waiting to be applied.
+    # What exists now lives as long as the process: frozen, the garbage collector's full
+    # passes skip it (they re-scanned it every few thousand objects a drain allocates).
+    gc.freeze()
     backlog = drain(settings, applier.engine)
     if backlog:
         logger.info("Applied %d events accepted before this worker started", backlog)

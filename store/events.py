@@ -273,11 +273,20 @@ def apply_pending(conn: sa.Connection, *, now: datetime, limit: int = 2000) -> D
         and not conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_APPLY_LOCK))).scalar()
     ):
         return None
-    rows = conn.execute(
-        sa.select(event_t.c.id, event_t.c.store_id, sa.cast(event_t.c.payload, sa.Text))
+    # The oldest pending ids first, then their payloads: asked for in one go, PostgreSQL's
+    # planner (its statistics lagging a fast-growing backlog) rendered every pending payload
+    # as text before sorting — 350 ms a batch at 80,000 pending instead of 35.
+    oldest = (
+        sa.select(event_t.c.id)
         .where(event_t.c.applied_at.is_(None))
         .order_by(event_t.c.id)
         .limit(limit)
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(event_t.c.id, event_t.c.store_id, sa.cast(event_t.c.payload, sa.Text))
+        .join(oldest, oldest.c.id == event_t.c.id)
+        .order_by(event_t.c.id)
     ).all()
     drained = Drained(events=len(rows))
     if not rows:
