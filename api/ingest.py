@@ -61,6 +61,12 @@ class GroupIngestor:
         return await item.future
 
     async def _write_all(self) -> None:
+        try:
+            await self._write_pending()
+        finally:
+            self.log.release()  # nothing waits: the connection goes back to the pool
+
+    async def _write_pending(self) -> None:
         while self._pending:
             group: list[_Pending] = []
             size = 0

@@ -200,16 +200,21 @@ class EventLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._pooled: Any = None  # the pool's connection, kept from one group to the next
 
     def append(self, runs: Sequence[Run], now: datetime, *, wait: bool = True) -> list[list[bool]]:
         """Store the runs' events, to be applied later; each run's duplicate flags.
 
         ``wait=False``: on SQLite, raise :class:`store.db.WriteLocked` at once if another
         connection holds the write lock, instead of waiting for it.
+
+        The connection is kept for the next call (no pool checkout, no liveness ping per
+        group) until :meth:`release`; one that fails is discarded.
         """
-        pooled = self.engine.raw_connection()
+        if self._pooled is None:
+            self._pooled = self.engine.raw_connection()
+        raw: Any = self._pooled.driver_connection
         try:
-            raw: Any = pooled.driver_connection
             if self.dialect == "sqlite":
                 return self._sqlite(raw, runs, now, wait)
             try:
@@ -219,7 +224,17 @@ class EventLog:
                 raw.rollback()
                 raise
             return duplicates
-        finally:
+        except WriteLocked:
+            raise
+        except BaseException:
+            pooled, self._pooled = self._pooled, None
+            pooled.invalidate()
+            raise
+
+    def release(self) -> None:
+        """Give the connection back to the pool (when there is nothing more to write)."""
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
             pooled.close()
 
     def _sqlite(self, raw: Any, runs: Sequence[Run], now: datetime, wait: bool) -> list[list[bool]]:
