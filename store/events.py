@@ -213,17 +213,15 @@ class EventLog:
         """
         if self._pooled is None:
             self._pooled = self.engine.raw_connection()
+            if self.dialect == "postgresql":
+                # The whole group is one INSERT, atomic on its own: in autocommit it is one
+                # round trip, where BEGIN, INSERT and COMMIT would be three.
+                self._pooled.driver_connection.autocommit = True
         raw: Any = self._pooled.driver_connection
         try:
             if self.dialect == "sqlite":
                 return self._sqlite(raw, runs, now, wait)
-            try:
-                duplicates = _append(raw, self.dialect, runs, now, applied=False)
-                raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
-            return duplicates
+            return _append(raw, self.dialect, runs, now, applied=False)
         except WriteLocked:
             raise
         except BaseException:
@@ -235,6 +233,8 @@ class EventLog:
         """Give the connection back to the pool (when there is nothing more to write)."""
         pooled, self._pooled = self._pooled, None
         if pooled is not None:
+            if self.dialect == "postgresql":
+                pooled.driver_connection.autocommit = False  # as the pool lends them
             pooled.close()
 
     def _sqlite(self, raw: Any, runs: Sequence[Run], now: datetime, wait: bool) -> list[list[bool]]:
