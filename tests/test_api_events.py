@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,26 +11,11 @@ import sqlalchemy as sa
 from dramatiq.brokers.stub import StubBroker
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from senders.broker import setup_broker
 from settings import Settings
 from store.db import get_engine
 from store.stores import create_store
 from tests.factories import cart_event, order_event
 from tests.pipeline import apply_accepted
-
-
-@pytest.fixture
-def broker(settings: Settings) -> StubBroker:
-    stub = setup_broker(settings, stub=True)
-    assert isinstance(stub, StubBroker)
-    return stub
-
-
-@pytest.fixture
-def client(settings: Settings, broker: StubBroker) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, broker=broker)) as c:
-        yield c
 
 
 def auth(key: str) -> dict[str, str]:

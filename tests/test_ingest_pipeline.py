@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,24 +37,8 @@ from tests.factories import cart_event, order_event
 from tests.live import serve
 from tests.pipeline import apply_accepted
 from tests.processes import Proc, eventually, start_api, start_worker
+from tests.test_api_events import auth
 from tests.test_e2e import stack  # noqa: F401  (the real-process fixture: databases, Redis)
-
-
-@pytest.fixture
-def broker(settings: Settings) -> StubBroker:
-    stub = setup_broker(settings, stub=True)
-    assert isinstance(stub, StubBroker)
-    return stub
-
-
-@pytest.fixture
-def client(settings: Settings, broker: StubBroker) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, broker=broker)) as c:
-        yield c
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def scalar(settings: Settings, sql: str, **params: Any) -> Any:
@@ -98,15 +81,14 @@ def test_a_202_means_stored_and_the_worker_applies_it(
 def test_events_apply_in_the_order_they_were_accepted_per_store(
     client: TestClient, store_key: tuple[str, str], settings: Settings
 ) -> None:
-    # Given two stores posting interleaved events, all at the same occurred_at, so only the
-    # order of acceptance can decide which value a cart ends with
+    # Given two stores posting interleaved events for one cart and one customer each, the
+    # customer's email changing every time (contacts merge in the order events are applied)
     _, key_a = store_key
     with get_engine(settings.sqlalchemy_url).begin() as conn:
         _, key_b = create_store(conn, name="Other Shop")
     at = datetime.now(UTC) - timedelta(minutes=1)
     for i in range(6):
         for key, shift in ((key_a, 0.0), (key_b, 100.0)):
-            # Contact first, then the cart event: the customer's email changes each time
             event = cart_event(value=shift + i, occurred_at=at + timedelta(seconds=i))
             event["customer"]["email"] = f"shopper{int(shift)}-{i}@example.com"
             r = client.post("/v1/events", json=event, headers=auth(key))
