@@ -50,7 +50,9 @@ def _sqlite_datetime(value: Any) -> Any:
     last = _last_datetime
     if value is last[0]:
         return last[1]
-    text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    text = value.replace(tzinfo=None).isoformat(" ", "microseconds")
     _last_datetime = (value, text)
     return text
 

@@ -201,6 +201,7 @@ class EventLog:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._pooled: Any = None  # the pool's connection, kept from one group to the next
+        self._timeout = BUSY_TIMEOUT_MS  # its SQLite busy timeout (ms)
 
     def append(self, runs: Sequence[Run], now: datetime, *, wait: bool = True) -> list[list[bool]]:
         """Store the runs' events, to be applied later; each run's duplicate flags.
@@ -213,6 +214,7 @@ class EventLog:
         """
         if self._pooled is None:
             self._pooled = self.engine.raw_connection()
+            self._timeout = BUSY_TIMEOUT_MS
             if self.dialect == "postgresql":
                 # The whole group is one INSERT, atomic on its own: in autocommit it is one
                 # round trip, where BEGIN, INSERT and COMMIT would be three.
@@ -233,31 +235,34 @@ class EventLog:
         """Give the connection back to the pool (when there is nothing more to write)."""
         pooled, self._pooled = self._pooled, None
         if pooled is not None:
+            # As the pool lends them.
             if self.dialect == "postgresql":
-                pooled.driver_connection.autocommit = False  # as the pool lends them
+                pooled.driver_connection.autocommit = False
+            elif self._timeout != BUSY_TIMEOUT_MS:
+                pooled.driver_connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             pooled.close()
 
     def _sqlite(self, raw: Any, runs: Sequence[Run], now: datetime, wait: bool) -> list[list[bool]]:
-        if not wait:
-            raw.execute("PRAGMA busy_timeout=0")
+        # The busy timeout is per connection: 0 while this one is held for writes that must
+        # not wait; the usual one whenever it waits, and when it goes back to the pool.
+        timeout = BUSY_TIMEOUT_MS if wait else 0
+        if self._timeout != timeout:
+            raw.execute(f"PRAGMA busy_timeout={timeout}")
+            self._timeout = timeout
         try:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if wait or "locked" not in str(exc):
-                    raise
-                raise WriteLocked(str(exc)) from None
-            try:
-                duplicates = _append(raw, self.dialect, runs, now, applied=False)
-                raw.execute("COMMIT")
-            except BaseException:
-                if raw.in_transaction:
-                    raw.execute("ROLLBACK")
+            raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if wait or "locked" not in str(exc):
                 raise
-            return duplicates
-        finally:
-            if not wait:
-                raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            raise WriteLocked(str(exc)) from None
+        try:
+            duplicates = _append(raw, self.dialect, runs, now, applied=False)
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+        return duplicates
 
 
 def apply_events(
