@@ -231,10 +231,18 @@ def run() -> dict[str, Any]:
     redis_url = "redis://127.0.0.1:6379/0" if port_open("127.0.0.1", 6379) else None
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="nudge-bench-") as tmp:
-        rows += _run_on("sqlite", None, redis_url, Path(tmp) / "sqlite")
-        with postgres_server() as server, postgres_database(server) as pg:
-            rows += _run_on("postgresql", pg, redis_url, Path(tmp) / "pg")
+    try:
+        with tempfile.TemporaryDirectory(prefix="nudge-bench-") as tmp:
+            rows += _run_on("sqlite", None, redis_url, Path(tmp) / "sqlite")
+            with postgres_server() as server, postgres_database(server) as pg:
+                rows += _run_on("postgresql", pg, redis_url, Path(tmp) / "pg")
+    finally:
+        if redis_url:  # the abandonment checks the applier queued, and the queues
+            import redis
+
+            client = redis.Redis.from_url(redis_url)
+            for key in client.scan_iter(f"nudge-bench-{_RUN.decode()}:*"):
+                client.delete(key)
     single = [r for r in rows if r["endpoint"] == "POST /v1/events"]
     batch = [r for r in rows if r["endpoint"].startswith("POST /v1/events/batch")]
     applier = [r for r in rows if r["endpoint"].startswith("applier")]
