@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # test lives through days of journeys in seconds. 1 = real time.
     time_scale: float = Field(default=1.0, gt=0)
 
+    # How often (real seconds) an idle worker looks for accepted events to apply to carts and
+    # customers. The API answers 202 once an event is stored; this bounds how long it waits.
+    apply_interval_seconds: float = Field(default=0.1, gt=0)
     # The worker's periodic sweep (real seconds): due touches, overdue carts, closed windows.
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
     # A send that has not finished this long after it started is treated as crashed (real s).

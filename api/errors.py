@@ -8,6 +8,8 @@ import orjson
 from fastapi import HTTPException
 from fastapi.responses import Response
 
+from store.schemas import MESSAGES
+
 
 class JSON(Response):
     """JSON rendered by orjson: ingest answers many small bodies."""
@@ -33,7 +35,11 @@ def describe_errors(errors: list[Any], prefix: str = "") -> list[dict[str, str]]
     for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
         field = prefix + ".".join(loc)
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        message = (
+            MESSAGES.get(str((err.get("ctx") or {}).get("pattern")))
+            or MESSAGES.get(str(err.get("type")))
+            or str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        )
         out.append({"field": field or "(body)", "message": message})
     return out
 

@@ -1,11 +1,14 @@
-"""Group commit for event ingestion.
+"""Group commit for event ingestion: what the API does before it answers 202.
 
-Requests that arrive while a transaction is being written wait for the next one and are
-written together: one transaction and a fixed handful of statements for the whole group,
-instead of per request. At low load a group is one request and nothing waits; under load the
-groups grow and throughput follows the batch path. Each request still gets its own results.
-If a group's transaction fails, its requests are retried one by one, so one request's
-failure is never another's.
+Accepting an event is appending it, durably and once: requests that arrive while a
+transaction is being written wait for the next one and are written together, one
+transaction and one insert per store for the whole group. At low load a group is one request
+and nothing waits; under load the groups grow. Each request still gets its own answer
+(which of its events were duplicates). If a group's transaction fails, its requests are
+retried one by one, so one request's failure is never another's.
+
+Applying the events to carts and customers is the worker's job (``senders.applier``), in the
+order they were accepted here.
 """
 
 from __future__ import annotations
@@ -13,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 
-from store.events import Applied, apply_events
+from store.db import WriteLocked
+from store.events import EventLog
 from store.schemas import EventIn
 
 logger = logging.getLogger(__name__)
@@ -37,24 +39,20 @@ class _Pending:
 
 
 class GroupIngestor:
-    """Writes events for many concurrent requests in shared transactions.
+    """Appends the events of many concurrent requests in shared transactions."""
 
-    ``after_commit`` gets every group's :class:`Applied` results (e.g. to queue abandonment
-    checks) once they are durable.
-    """
-
-    def __init__(self, engine: Engine, after_commit: Callable[[list[Applied]], None]) -> None:
-        self.engine = engine
-        self.after_commit = after_commit
+    def __init__(self, engine: Engine) -> None:
+        self.log = EventLog(engine)
         self._pending: deque[_Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
         # SQLite's work is all CPU in this process: a thread would only add GIL hand-offs
-        # (measured: +34% single events/s inline). PostgreSQL waits on the network, and the
-        # event loop must keep serving requests meanwhile.
+        # (measured: +34% single events/s inline). It runs inline unless another process
+        # holds the write lock, and then waits for it in a thread, never on the event loop.
+        # PostgreSQL waits on the network, and the event loop must keep serving meanwhile.
         self._inline = engine.dialect.name == "sqlite"
 
     async def submit(self, store_id: str, events: list[EventIn]) -> list[bool]:
-        """Store and apply ``events``; returns whether each was a duplicate."""
+        """Store ``events`` durably (applied later, in order); whether each was a duplicate."""
         loop = asyncio.get_running_loop()
         item = _Pending(store_id, events, loop.create_future())
         self._pending.append(item)
@@ -63,6 +61,12 @@ class GroupIngestor:
         return await item.future
 
     async def _write_all(self) -> None:
+        try:
+            await self._write_pending()
+        finally:
+            self.log.release()  # nothing waits: the connection goes back to the pool
+
+    async def _write_pending(self) -> None:
         while self._pending:
             group: list[_Pending] = []
             size = 0
@@ -73,17 +77,14 @@ class GroupIngestor:
                 group.append(item)
                 size += len(item.events)
             try:
-                if self._inline:
-                    results = self._write_group(group)
-                else:
-                    results = await asyncio.to_thread(self._write_group, group)
+                results = await self._write(group)
             except Exception as exc:  # the group failed: settle each request on its own
                 logger.warning(
                     "Group of %d requests failed (%s); retrying one by one", len(group), exc
                 )
                 for item in group:
                     try:
-                        alone = await asyncio.to_thread(self._write_group, [item])
+                        alone = await asyncio.to_thread(self._append, [item], True)
                     except Exception as item_exc:
                         _settle(item, exception=item_exc)
                     else:
@@ -92,38 +93,18 @@ class GroupIngestor:
             for item, duplicates in zip(group, results, strict=True):
                 _settle(item, result=duplicates)
 
-    def _write_group(self, group: list[_Pending]) -> list[list[bool]]:
-        """One transaction for the group; each request's duplicate flags, in order."""
-        now = datetime.now(UTC)
-        for attempt in (1, 2):
+    async def _write(self, group: list[_Pending]) -> list[list[bool]]:
+        if self._inline:
             try:
-                written = self._transaction(group, now)
-                break
-            except DBAPIError:
-                # Two writers created the same new cart or customer at once: the loser's
-                # transaction rolled back whole; the second try sees the winner's rows.
-                if attempt == 2:
-                    raise
-        self.after_commit([applied for _, applied in written])
-        results: list[list[bool]] = []
-        for run, applied in written:
-            start = 0
-            for item in run:
-                results.append(applied.duplicates[start : start + len(item.events)])
-                start += len(item.events)
-        return results
+                return self._append(group, False)
+            except WriteLocked:
+                pass  # a worker is writing: wait for it off the event loop
+        return await asyncio.to_thread(self._append, group, True)
 
-    def _transaction(
-        self, group: list[_Pending], now: datetime
-    ) -> list[tuple[list[_Pending], Applied]]:
-        written = []
-        with self.engine.begin() as conn:
-            # Consecutive requests of one store are applied in one call (one set of statements).
-            for run in _runs(group):
-                events = [e for item in run for e in item.events]
-                applied = apply_events(conn, store_id=run[0].store_id, events=events, now=now)
-                written.append((run, applied))
-        return written
+    def _append(self, group: list[_Pending], wait: bool) -> list[list[bool]]:
+        """One transaction for the group; each request's duplicate flags, in order."""
+        runs = [(item.store_id, item.events) for item in group]
+        return self.log.append(runs, datetime.now(UTC), wait=wait)
 
 
 def _settle(
@@ -138,13 +119,3 @@ def _settle(
     else:
         assert result is not None
         item.future.set_result(result)
-
-
-def _runs(group: list[_Pending]) -> list[list[_Pending]]:
-    runs: list[list[_Pending]] = []
-    for item in group:
-        if runs and runs[-1][0].store_id == item.store_id:
-            runs[-1].append(item)
-        else:
-            runs.append([item])
-    return runs

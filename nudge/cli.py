@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -53,8 +54,13 @@ def api(
     from api.app import create_app
 
     _logging("api")
+    served = create_app(get_settings())
+    # What exists now lives as long as the process. Frozen, it is left out of the garbage
+    # collector's full passes, which otherwise re-scan all of it every few thousand objects
+    # allocated: measured, over half the CPU of accepting a 500-event batch.
+    gc.freeze()
     uvicorn.run(
-        create_app(get_settings()),
+        served,
         host=host,
         port=port,
         log_config=None,

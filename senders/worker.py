@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -12,8 +13,10 @@ import dramatiq
 
 from experiments.runtime import fold, running_bandits
 from senders import actors, journey
+from senders.applier import Applier, drain
 from senders.broker import setup_broker
 from settings import Settings
+from store.db import get_engine
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> None:
         worker_timeout=250,
     )
     sweeper = Sweeper(settings, broker)
+    applier = Applier(settings, get_engine(settings.sqlalchemy_url))
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -84,10 +88,21 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    # Events a crash left accepted but unapplied come first: a send must not go out for a cart
+    # whose order is still waiting to be applied.
+    # What exists now lives as long as the process: frozen, the garbage collector's full
+    # passes skip it (they re-scanned it every few thousand objects a drain allocates).
+    gc.freeze()
+    backlog = drain(settings, applier.engine)
+    if backlog:
+        logger.info("Applied %d events accepted before this worker started", backlog)
     worker.start()
+    applier.start()
     sweeper.start()
     logger.info("Worker ready: %d threads on queue %r", worker.worker_threads, actors.QUEUE)
     stop.wait()
     sweeper.stopping.set()
+    applier.stopping.set()
     worker.stop(timeout=10_000)
+    applier.join(timeout=10)
     broker.close()

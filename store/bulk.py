@@ -37,9 +37,24 @@ def _pg_type(column: sa.Column[Any]) -> str:
     return "text"
 
 
+_last_datetime: tuple[Any, str] = (None, "")
+
+
 def _sqlite_datetime(value: Any) -> Any:
-    # SQLAlchemy's SQLite DATETIME format, naive UTC (see store.types.UTCDateTime).
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # SQLAlchemy's SQLite DATETIME format, naive UTC (see store.types.UTCDateTime):
+    # "%Y-%m-%d %H:%M:%S.%f", which isoformat writes faster than strftime. The last value is
+    # remembered: rows written together often share one (the time they were received).
+    global _last_datetime
+    if value is None:
+        return None
+    last = _last_datetime
+    if value is last[0]:
+        return last[1]
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    text = value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    _last_datetime = (value, text)
+    return text
 
 
 def _json_text(value: Any) -> Any:
@@ -96,14 +111,29 @@ def insert_rows(
         returning: columns to return. On PostgreSQL for the rows inserted or updated; SQLite's
             executemany returns nothing, so callers read back what they need there.
     """
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    return insert_rows_raw(
+        raw, conn.dialect.name, table, rows, conflict=conflict, returning=returning
+    )
+
+
+def insert_rows_raw(
+    raw: Any,
+    dialect: str,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    conflict: str = "",
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """:func:`insert_rows` on a driver connection (psycopg or sqlite3) of ``dialect``."""
     if not rows:
         return []
     names = list(rows[0])
     columns = [table.c[n] for n in names]
     quoted = ", ".join(f'"{n}"' for n in names)
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    if conn.dialect.name == "postgresql":
+    if dialect == "postgresql":
         arrays = _pg_arrays(columns, rows)
         unnest = ", ".join(
             f"%b::text[]::{_pg_type(c)}[]" if _pg_type(c) == "jsonb" else f"%b::{_pg_type(c)}[]"
@@ -116,14 +146,34 @@ def insert_rows(
         with raw.cursor() as cursor:
             cursor.execute(sql, arrays)
             return list(cursor.fetchall()) if returning else []
-    placeholders = ", ".join("?" for _ in names)
-    sql = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({placeholders}) {conflict}'
     cursor = raw.cursor()
     try:
-        cursor.executemany(sql, _sqlite_rows(columns, rows))
+        cursor.executemany(_sqlite_insert(table, names, conflict), _sqlite_rows(columns, rows))
     finally:
         cursor.close()
     return []
+
+
+def insert_each_sqlite(
+    raw: Any, table: sa.Table, rows: Sequence[dict[str, Any]], *, conflict: str
+) -> list[bool]:
+    """Insert ``rows`` one statement each on a sqlite3 connection; whether each was inserted
+    (``False``: ``conflict`` skipped it). As cheap per row as executemany, and exact."""
+    if not rows:
+        return []
+    names = list(rows[0])
+    sql = _sqlite_insert(table, names, conflict)
+    execute = raw.execute
+    return [
+        execute(sql, values).rowcount == 1
+        for values in _sqlite_rows([table.c[n] for n in names], rows)
+    ]
+
+
+def _sqlite_insert(table: sa.Table, names: Sequence[str], conflict: str) -> str:
+    quoted = ", ".join(f'"{n}"' for n in names)
+    placeholders = ", ".join("?" for _ in names)
+    return f'INSERT INTO "{table.name}" ({quoted}) VALUES ({placeholders}) {conflict}'
 
 
 def update_rows(

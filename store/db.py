@@ -60,6 +60,10 @@ def _json(value: Any) -> str:
         return json.dumps(value)
 
 
+#: How long a SQLite writer waits for another's write lock before giving up.
+BUSY_TIMEOUT_MS = 30_000
+
+
 def _make_sqlite_behave(engine: Engine) -> None:
     """WAL, a busy timeout and ``BEGIN IMMEDIATE``.
 
@@ -75,7 +79,7 @@ def _make_sqlite_behave(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -89,6 +93,10 @@ def _make_sqlite_behave(engine: Engine) -> None:
 
 
 READ_ONLY = "nudge_read_only"
+
+
+class WriteLocked(Exception):
+    """Another connection holds SQLite's write lock, and the caller chose not to wait."""
 
 
 def read_only(engine: Engine) -> sa.Connection:

@@ -187,8 +187,22 @@ class Cart(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+_PENDING = sa.text("applied_at IS NULL")
+
+
 class Event(SQLModel, table=True):
-    __table_args__ = (sa.UniqueConstraint("store_id", "event_id"),)
+    """A storefront event, stored once per (store, event_id) when the API accepts it.
+
+    The API only appends; a worker applies accepted events to carts and customers in the
+    order they were accepted (``senders.applier``) and stamps ``applied_at``.
+    """
+
+    __table_args__ = (
+        sa.UniqueConstraint("store_id", "event_id"),
+        # The events not applied yet, oldest first: what the applier reads. Partial, so it
+        # stays as small as the backlog.
+        sa.Index("ix_event_pending", "id", sqlite_where=_PENDING, postgresql_where=_PENDING),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     store_id: str = Field(foreign_key="store.id", max_length=32)
@@ -197,6 +211,8 @@ class Event(SQLModel, table=True):
     occurred_at: datetime = Field(sa_type=UTCDateTime)
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    # None: accepted, not applied yet.
+    applied_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Decision(SQLModel, table=True):

@@ -102,3 +102,22 @@ def store_key(settings: Settings) -> tuple[str, str]:
 
     with get_engine(settings.sqlalchemy_url).begin() as conn:
         return create_store(conn, name="Acme Outdoor")
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Any:
+    """A stub broker the actors are bound to (what the API and the applier queue lands here)."""
+    from senders.broker import setup_broker
+
+    return setup_broker(settings, stub=True)
+
+
+@pytest.fixture
+def client(settings: Settings, broker: Any) -> Iterator[Any]:
+    """The API in process (``fastapi.testclient.TestClient``), queueing on ``broker``."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(settings, broker=broker)) as c:
+        yield c

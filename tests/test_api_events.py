@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,25 +11,11 @@ import sqlalchemy as sa
 from dramatiq.brokers.stub import StubBroker
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from senders.broker import setup_broker
 from settings import Settings
 from store.db import get_engine
 from store.stores import create_store
 from tests.factories import cart_event, order_event
-
-
-@pytest.fixture
-def broker(settings: Settings) -> StubBroker:
-    stub = setup_broker(settings, stub=True)
-    assert isinstance(stub, StubBroker)
-    return stub
-
-
-@pytest.fixture
-def client(settings: Settings, broker: StubBroker) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, broker=broker)) as c:
-        yield c
+from tests.pipeline import apply_accepted
 
 
 def auth(key: str) -> dict[str, str]:
@@ -73,6 +58,7 @@ def test_event_is_accepted_once_and_applied_once(
     assert first.json() == {"accepted": True, "duplicate": False}
     assert second.status_code == 202
     assert second.json() == {"accepted": True, "duplicate": True}
+    assert apply_accepted(settings) == 1
     cart = cart_row(settings, "c-1001")
     assert cart.version == 1
     assert cart.value == pytest.approx(238.0)
@@ -93,6 +79,7 @@ def test_cart_changes_reuse_the_pending_abandonment_check(
             headers=auth(key),
         )
         assert r.status_code == 202
+        apply_accepted(settings)
     cart = cart_row(settings, "c-1001")
     assert cart.version == 3
     assert cart.value == pytest.approx(12.0)
@@ -106,8 +93,10 @@ def test_late_event_is_stored_but_changes_nothing(
     _, key = store_key
     now = datetime.now(UTC)
     client.post("/v1/events", json=cart_event(occurred_at=now, value=50.0), headers=auth(key))
+    apply_accepted(settings)
     late = cart_event(occurred_at=now - timedelta(minutes=10), value=5.0)
     assert client.post("/v1/events", json=late, headers=auth(key)).json()["duplicate"] is False
+    apply_accepted(settings)
     assert cart_row(settings, "c-1001").value == pytest.approx(50.0)
     assert count(settings, "event") == 2
 
@@ -123,6 +112,7 @@ def test_batch_gives_one_result_per_event(
     body = r.json()
     assert body["accepted"] == 20 and body["duplicates"] == 1
     assert [x["duplicate"] for x in body["results"]] == [False] * 20 + [True]
+    assert apply_accepted(settings) == 20
     assert count(settings, "cart") == 20
     assert count(settings, "customer") == 20
 
@@ -134,6 +124,7 @@ def test_order_converts_the_cart(
     client.post("/v1/events", json=cart_event(), headers=auth(key))
     r = client.post("/v1/events", json=order_event(value=238.0), headers=auth(key))
     assert r.status_code == 202
+    apply_accepted(settings)
     cart = cart_row(settings, "c-1001")
     assert (cart.status, cart.order_id, cart.order_value) == ("converted", "o-1", 238.0)
 
@@ -234,6 +225,7 @@ def test_stores_cannot_see_each_others_events(
 
     # Then neither is a duplicate of the other, and each store has its own cart
     assert a.json()["duplicate"] is False and b.json()["duplicate"] is False
+    apply_accepted(settings)
     with get_engine(settings.sqlalchemy_url).connect() as conn:
         values = sorted(conn.execute(sa.text("SELECT value FROM cart")).scalars())
     assert values == [7.0, 100.0]

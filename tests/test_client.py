@@ -22,6 +22,7 @@ from nudge.client import NudgeClient, NudgeError, NudgeUnavailable
 from senders.broker import setup_broker
 from settings import Settings
 from tests.live import serve
+from tests.pipeline import apply_accepted
 from tests.services import free_port
 from tests.webhook_helpers import count, rows
 
@@ -150,6 +151,7 @@ def test_a_response_lost_after_storing_is_retried_and_stored_once(
     assert ids(p) == [sent.event_id] * 3
     assert sent.duplicate is True  # the first attempt had stored it
     assert count(settings, "event") == 1
+    assert apply_accepted(settings) == 1
     (cart,) = rows(settings, "SELECT value FROM cart")
     assert cart.value == pytest.approx(189.0)
 
@@ -170,6 +172,7 @@ def test_5xx_and_429_are_retried_honouring_retry_after(
     assert sent.duplicate is False
     assert len(p.bodies) == 3 and len(set(ids(p))) == 1
     assert elapsed >= 1.0
+    apply_accepted(settings)
     assert [tuple(r) for r in rows(settings, "SELECT status, order_id FROM cart")] == [
         ("converted", "o-1")
     ]

@@ -19,6 +19,7 @@ from store.db import get_engine
 from store.events import event_t
 from store.stores import normalize_origin, publishable_key
 from tests.factories import cart_event, order_event
+from tests.pipeline import apply_accepted
 from tests.webhook_helpers import count, rows
 
 SHOP = "https://shop.example"
@@ -74,6 +75,7 @@ def test_beacon_from_an_allowed_origin_is_stored_once_under_a_web_id(
     assert again.json() == {"accepted": 0, "duplicates": 1}
     assert first.headers["access-control-allow-origin"] == SHOP
     assert [r.event_id for r in rows(settings, "SELECT event_id FROM event")] == ["web:e-1"]
+    assert apply_accepted(settings) == 1
     assert count(settings, "cart") == 1
 
 
@@ -139,6 +141,7 @@ def test_json_with_the_key_in_the_query_and_its_preflight(
 
     # Then the contact is stored with its consent
     assert r.status_code == 202, r.text
+    apply_accepted(settings)
     (customer,) = rows(settings, "SELECT email, consent_email FROM customer")
     assert (customer.email, customer.consent_email) == ("ana@example.com", True)
 

@@ -26,6 +26,7 @@ from store.db import get_engine
 from store.stores import publishable_key
 from tests.browser import Chromium
 from tests.live import serve
+from tests.pipeline import applier_running
 from tests.processes import eventually
 from tests.services import free_port
 from tests.webhook_helpers import rows
@@ -85,7 +86,7 @@ def test_snippet_tracks_the_cart_captures_the_email_and_beacons_on_leaving(
 ) -> None:
     broker = setup_broker(settings, stub=True)
     assert isinstance(broker, StubBroker)
-    with serve(create_app(settings, broker=broker)) as api:
+    with serve(create_app(settings, broker=broker)) as api, applier_running(settings):
         html = {"page": ""}
         with shop_site(html) as origin, Chromium() as browser:
             # Given a store whose snippet key allows the shop's origin, and the shop's page

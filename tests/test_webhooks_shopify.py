@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from senders.broker import setup_broker
 from settings import Settings
+from tests.pipeline import apply_accepted
 from tests.webhook_helpers import count, fixture, rows, shopify, sign, with_secret
 
 CART_TOKEN = "eeafa272cebfd4b22385bc4b645e762c"
@@ -58,6 +59,7 @@ def test_checkout_becomes_a_cart_with_restore_link_contact_and_consent(
     # Then it is accepted and recorded as a checkout on the cart token
     assert r.status_code == 200, r.text
     assert r.json() == {"accepted": 1, "duplicates": 0}
+    apply_accepted(settings)
     row = cart(settings)
     assert row["checkout_stage"] == "checkout"
     assert row["value"] == pytest.approx(398.0)
@@ -95,6 +97,7 @@ def test_replayed_delivery_is_stored_once(
     assert again.status_code == 200
     assert again.json() == {"accepted": 0, "duplicates": 1}
     assert count(settings, "event") == 1
+    assert apply_accepted(settings) == 1
     assert cart(settings)["version"] == 1
     (event,) = rows(settings, "SELECT event_id FROM event")
     assert event.event_id == "shopify:wh-1"
@@ -153,6 +156,7 @@ def test_checkout_without_email_records_the_cart_without_a_contact(
 
     # Then the cart is recorded, at the cart stage, with nobody to contact yet
     assert r.status_code == 200, r.text
+    apply_accepted(settings)
     row = cart(settings)
     assert row["customer_id"] is None
     assert row["checkout_stage"] == "cart"
@@ -173,6 +177,7 @@ def test_phone_not_in_e164_is_dropped_without_error(
 
     # Then it is accepted; the email is kept and the phone dropped
     assert r.status_code == 200, r.text
+    apply_accepted(settings)
     (customer,) = rows(settings, "SELECT email, phone, consent_email FROM customer")
     assert (customer.email, customer.phone, customer.consent_email) == (
         "example@email.com",
@@ -200,6 +205,7 @@ def test_order_converts_the_checkout_cart_and_a_late_checkout_update_changes_not
 
     # Then the cart is converted by the order and stays converted
     assert late.json() == {"ignored": True}
+    apply_accepted(settings)
     row = cart(settings)
     assert (row["status"], row["order_id"], row["order_value"]) == (
         "converted",

@@ -14,6 +14,7 @@ from api.app import create_app
 from senders.broker import setup_broker
 from settings import Settings
 from tests.factories import cart_event
+from tests.pipeline import apply_accepted
 from tests.webhook_helpers import count, fixture, rows, sign, with_secret, woocommerce
 
 
@@ -52,6 +53,7 @@ def test_pending_order_is_an_abandoned_checkout_with_its_payment_link(
     # Then it is a checkout whose restore link is the order's payment page
     assert r.status_code == 200, r.text
     assert r.json() == {"accepted": 1, "duplicates": 0}
+    apply_accepted(settings)
     (cart,) = rows(settings, "SELECT * FROM cart")
     assert cart.external_id == "woo-order-727"
     assert cart.checkout_stage == "checkout"
@@ -91,6 +93,7 @@ def test_paid_order_converts_its_checkout_and_the_shoppers_snippet_cart_once(
     # Then both carts are converted by order 727, and the repeat is a duplicate
     assert first.json() == {"accepted": 2, "duplicates": 0}
     assert second.json() == {"accepted": 0, "duplicates": 2}
+    apply_accepted(settings)
     carts = rows(settings, "SELECT external_id, status, order_id FROM cart ORDER BY external_id")
     assert [tuple(c) for c in carts] == [
         ("browser-cart-1", "converted", "727"),
@@ -111,6 +114,7 @@ def test_a_late_pending_update_does_not_revive_a_paid_order(
 
     # Then it is stored but the cart stays converted
     assert r.status_code == 200
+    apply_accepted(settings)
     (cart,) = rows(settings, "SELECT status FROM cart")
     assert cart.status == "converted"
 
