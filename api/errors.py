@@ -29,6 +29,33 @@ class ApiError(HTTPException):
         self.extra = extra
 
 
+def refuse_nul(body: bytes) -> None:
+    """Refuse JSON whose text holds a NUL character (``\\u0000``), with a 422 naming it.
+
+    PostgreSQL cannot store NUL in text or JSON, and no storefront field needs one. JSON can
+    only carry it escaped, so a byte search finds every candidate; a literal backslash-u0000
+    in some text matches too, and is told apart by decoding.
+    """
+    if b"\\u0000" not in body:
+        return
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return  # the caller's parser says what is wrong with it
+    if _holds_nul(decoded):
+        raise ApiError(422, "invalid_text", "text must not contain NUL characters (\\u0000)")
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def describe_errors(errors: list[Any], prefix: str = "") -> list[dict[str, str]]:
     """Pydantic errors as ``{"field": "cart.value", "message": "..."}`` a person can read."""
     out = []

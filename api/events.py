@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Engine
 from starlette.types import Receive, Scope, Send
 
-from api.errors import ApiError, describe_errors, summarize_errors
+from api.errors import ApiError, describe_errors, refuse_nul, summarize_errors
 from api.ingest import GroupIngestor
 from settings import Settings
 from store.db import read_only
@@ -84,6 +84,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def parse(model: type[M], body: bytes) -> M:
     """``body`` validated as ``model``; :class:`ApiError` 400/422 naming what is wrong."""
+    refuse_nul(body)
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

@@ -19,7 +19,7 @@ import orjson
 from fastapi import Request
 from pydantic import ValidationError
 
-from api.errors import JSON, ApiError, describe_errors, summarize_errors
+from api.errors import JSON, ApiError, describe_errors, refuse_nul, summarize_errors
 
 # The shapes store.schemas accepts; reused so a mapped field is kept exactly when it is valid.
 from store.schemas import _E164 as E164
@@ -51,6 +51,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 def parse_json(body: bytes) -> Any:
     if not body:
         raise ApiError(400, "empty_body", "the request body is empty; send JSON")
+    refuse_nul(body)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

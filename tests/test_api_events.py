@@ -179,6 +179,27 @@ def test_malformed_json_and_oversized_body(
     assert count(settings, "event") == 0
 
 
+def test_nul_characters_are_refused_on_both_databases(
+    client: TestClient, store_key: tuple[str, str], settings: Settings
+) -> None:
+    _, key = store_key
+    # Given text with a NUL character, which PostgreSQL cannot store
+    event = cart_event()
+    event["cart"]["items"][0]["name"] = "Tent\x00"
+    # When it is posted alone or in a batch
+    single = client.post("/v1/events", json=event, headers=auth(key))
+    batch = client.post("/v1/events/batch", json={"events": [event]}, headers=auth(key))
+    # Then both are refused with a reason and nothing is stored
+    for r in (single, batch):
+        assert r.status_code == 422, r.text
+        assert "NUL" in r.json()["message"]
+    assert count(settings, "event") == 0
+    # A literal backslash-u0000 is ordinary text and is accepted
+    event["cart"]["items"][0]["name"] = "Tent \\u0000"
+    ok = client.post("/v1/events", json=event, headers=auth(key))
+    assert ok.status_code == 202, ok.text
+
+
 def test_batch_with_one_bad_event_stores_nothing(
     client: TestClient, store_key: tuple[str, str], settings: Settings
 ) -> None:
