@@ -19,7 +19,6 @@ API compute every interval the same way.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -45,6 +44,8 @@ from store.models import (
     Store,
     Suppression,
 )
+from store.sql import day_of, json_number, json_text
+from store.sql import flag as _flag
 from ui import format as fmt
 
 logger = logging.getLogger(__name__)
@@ -80,51 +81,6 @@ DIMENSIONS: dict[str, str | None] = {
 
 def engine(url: str) -> Engine:
     return get_engine(url)
-
-
-# --- dialect helpers ---------------------------------------------------------------------------
-
-_KEY = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-def json_text(column: Any, key: str, dialect: str) -> sa.ColumnElement[Any]:
-    """``column ->> 'key'`` on PostgreSQL, ``json_extract(column, '$.key')`` on SQLite.
-
-    The key is written into the SQL as a literal (an expression index on
-    ``(context ->> 'device')`` only matches a literal), so it must be a plain identifier.
-
-    Example:
-        >>> from sqlalchemy.dialects import postgresql, sqlite
-        >>> c = sa.column("context")
-        >>> str(json_text(c, "device", "postgresql").compile(dialect=postgresql.dialect()))
-        "context ->> 'device'"
-        >>> str(json_text(c, "device", "sqlite").compile(dialect=sqlite.dialect()))
-        "json_extract(context, '$.device')"
-    """
-    if not _KEY.match(key):
-        raise ValueError(f"key must be a plain identifier, not {key!r}")
-    if dialect == "postgresql":
-        extracted: sa.ColumnElement[Any] = column.op("->>", return_type=sa.String)(
-            sa.literal_column(f"'{key}'")
-        )
-        return extracted
-    return sa.func.json_extract(column, sa.literal_column(f"'$.{key}'"), type_=sa.String)
-
-
-def json_number(column: Any, key: str, dialect: str) -> sa.ColumnElement[Any]:
-    """A numeric context value (``(context ->> 'key')::float`` on PostgreSQL)."""
-    return sa.cast(json_text(column, key, dialect), sa.Float)
-
-
-def day_of(column: Any, dialect: str) -> sa.ColumnElement[Any]:
-    """The UTC calendar day of a timestamp column (SQLite keeps naive UTC text)."""
-    if dialect == "postgresql":
-        return sa.cast(sa.func.timezone("UTC", column), sa.Date)
-    return sa.func.date(column)
-
-
-def _flag(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-    return sa.case((condition, 1), else_=0)
 
 
 # --- stores ----------------------------------------------------------------------------------
@@ -340,14 +296,9 @@ def overview(
 
 
 def incremental(treated: Group, holdout: Group, group: str = "all") -> roi_mod.ROIRow:
-    """Incremental orders, revenue and profit against the holdout, and ROI.
-
-    The arithmetic is :mod:`experiments.roi`'s own (Welch intervals on the difference of
-    per-cart means, scaled to the treated carts), fed with totals the database summed.
-    ``roi._row`` is that function over sufficient statistics; it should become public in
-    ``experiments.roi`` (e.g. ``roi_from_totals``), and this call change with it.
-    """
-    return roi_mod._row(group, treated.totals(), holdout.totals(), treated.attributed(), 0.05)
+    """Incremental orders, revenue and profit against the holdout, and ROI: the arithmetic of
+    :func:`experiments.roi.roi_from_totals`, fed with totals the database summed."""
+    return roi_mod.roi_from_totals(group, treated.totals(), holdout.totals(), treated.attributed())
 
 
 @st.cache_data(ttl=TTL_AGGREGATE, show_spinner=False)

@@ -8,14 +8,14 @@ from collections.abc import Callable
 import pytest
 from typer.testing import CliRunner
 
-import ui.data
+import store.sql
 import ui.format
 from nudge.cli import app
 from settings import Settings
 from ui.format import band_labels, money, pct
 
 
-@pytest.mark.parametrize("module", [ui.format, ui.data])
+@pytest.mark.parametrize("module", [ui.format, store.sql])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
