@@ -572,6 +572,60 @@ def _validate_summary(n_draws: int, alpha: float) -> None:
     _z(alpha)
 
 
+@dataclass(frozen=True)
+class Density:
+    """An arm's posterior density on a grid (for plotting): ``y[i]`` at ``x[i]``."""
+
+    arm: str
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+
+def posterior_densities(
+    arms: Sequence[ArmStats], *, metric: str = "profit", points: int = 200
+) -> list[Density]:
+    """The posterior density of each arm's conversion rate or profit per cart, on one grid.
+
+    The posteriors are :class:`ArmStats`' own: ``Beta(alpha, beta)`` for conversion,
+    ``Normal(mean, sd)`` for profit per cart. The grid spans every arm's central 99.9% (so
+    the curves can be overlaid); an arm without a proper posterior (fewer than 2 carts, or
+    zero variance for profit) is left out.
+
+    Example:
+        >>> o = Outcomes.from_sequences(arm=["a"] * 50 + ["b"] * 50,
+        ...                             converted=[True] * 10 + [False] * 90,
+        ...                             revenue=[100.0] * 10 + [0.0] * 90)
+        >>> arms = arm_summary(o, margin_rate=0.3, rng=np.random.default_rng(0))
+        >>> d = posterior_densities(arms, metric="conversion", points=101)
+        >>> [x.arm for x in d], len(d[0].x)
+        (['a', 'b'], 101)
+        >>> # each density integrates to about 1 over the grid
+        >>> [round(float(np.trapezoid(x.y, x.x)), 2) for x in d]
+        [1.0, 1.0]
+    """
+    if metric not in ("profit", "conversion"):
+        raise ValueError(f"metric must be 'profit' or 'conversion', not {metric!r}")
+    if points < 2:
+        raise ValueError(f"points must be >= 2, not {points}")
+    dists: list[tuple[str, Any]] = []
+    for a in arms:
+        if metric == "conversion":
+            if a.carts < 1:
+                continue
+            dists.append((a.arm, scipy.stats.beta(*a.posterior_conversion)))
+        elif a.posterior_profit is not None and a.posterior_profit[1] > 0:
+            dists.append((a.arm, scipy.stats.norm(*a.posterior_profit)))
+    if not dists:
+        return []
+    lo = min(float(d.ppf(0.0005)) for _, d in dists)
+    hi = max(float(d.ppf(0.9995)) for _, d in dists)
+    x = np.linspace(lo, hi, points)
+    return [
+        Density(arm, tuple(x.tolist()), tuple(np.asarray(d.pdf(x), dtype=np.float64).tolist()))
+        for arm, d in dists
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # Lift against the holdout, fixed-horizon and always-valid
 
