@@ -150,6 +150,10 @@ def decision_cells(
     profit = revenue * sa.literal(margin_rate, sa.Float) - o.c.discount_amount - o.c.message_cost
     w = sa.case((resolved, 1.0 / d.c.propensity), else_=0.0)
     wr = w * profit
+
+    def _total(x: Any) -> Any:  # a cell of pending decisions has no outcome to sum
+        return sa.func.coalesce(sa.func.sum(x), 0)
+
     where = [d.c.experiment_id == experiment_id]
     if since is not None:
         where.append(d.c.decided_at >= since)
@@ -159,23 +163,23 @@ def decision_cells(
             label.label("arm"),
             segment.label("segment"),
             sa.func.count(o.c.id).label("carts"),
-            sa.func.sum(flag(sent)).label("sends"),
-            sa.func.sum(flag(converted)).label("conversions"),
-            sa.func.sum(revenue).label("revenue"),
-            sa.func.sum(revenue * revenue).label("revenue_sq"),
-            sa.func.sum(o.c.discount_amount).label("discount_cost"),
-            sa.func.sum(o.c.message_cost).label("message_cost"),
-            sa.func.sum(profit).label("profit"),
-            sa.func.sum(profit * profit).label("profit_sq"),
-            sa.func.sum(flag(sa.and_(converted, sent))).label("attributed_orders"),
-            sa.func.sum(sa.case((sa.and_(converted, sent), o.c.revenue), else_=0.0)).label(
+            _total(flag(sent)).label("sends"),
+            _total(flag(converted)).label("conversions"),
+            _total(revenue).label("revenue"),
+            _total(revenue * revenue).label("revenue_sq"),
+            _total(o.c.discount_amount).label("discount_cost"),
+            _total(o.c.message_cost).label("message_cost"),
+            _total(profit).label("profit"),
+            _total(profit * profit).label("profit_sq"),
+            _total(flag(sa.and_(converted, sent))).label("attributed_orders"),
+            _total(sa.case((sa.and_(converted, sent), o.c.revenue), else_=0.0)).label(
                 "attributed_revenue"
             ),
-            sa.func.sum(w).label("w"),
-            sa.func.sum(wr).label("wr"),
-            sa.func.sum(w * w).label("w2"),
-            sa.func.sum(w * wr).label("w2r"),
-            sa.func.sum(wr * wr).label("w2r2"),
+            _total(w).label("w"),
+            _total(wr).label("wr"),
+            _total(w * w).label("w2"),
+            _total(w * wr).label("w2r"),
+            _total(wr * wr).label("w2r2"),
             sa.func.count().label("decisions"),
         )
         .select_from(d.outerjoin(o, o.c.decision_id == d.c.id))

@@ -248,8 +248,13 @@ class ArmTotals:
 def _sample_var(s: float, ss: float, n: int) -> float | None:
     if n < 2:
         return None
-    # max(0, .) absorbs the rounding of ss - s^2/n when every value is equal
-    return max(0.0, (ss - s * s / n) / (n - 1))
+    # When every value is equal, ss - s^2/n is 0 up to the rounding of the sums, which depends
+    # on the order they were added in (rows here, a database's GROUP BY elsewhere): anything
+    # within 1e-12 of ss is that rounding, and is 0.
+    spread = ss - s * s / n
+    if spread <= 1e-12 * abs(ss):
+        return 0.0
+    return spread / (n - 1)
 
 
 def totals_by(
@@ -789,7 +794,9 @@ def _means_and_variances(
 
 def _var_from_sums(s: FloatArray, ss: FloatArray, n: FloatArray) -> FloatArray:
     with np.errstate(invalid="ignore", divide="ignore"):
-        v = np.maximum(0.0, (ss - s * s / n) / (n - 1))
+        spread = ss - s * s / n
+        # as in _sample_var: within 1e-12 of ss is the sums' rounding, i.e. 0
+        v = np.where(spread <= 1e-12 * np.abs(ss), 0.0, spread / (n - 1))
     return np.where(n >= 2, v, np.nan)
 
 

@@ -158,6 +158,10 @@ def seed_experiment(settings: Settings, *, carts: int = 600, seed: int = 11) -> 
         i = cart_of[f"{d.context['abandoned_day']:.9f}"]
         ctx = drawn.contexts[i]
         abandoned = at(START + timedelta(hours=float(drawn.arrival_hours[i])))
+        assert d.decided_at is not None
+        decided = at(d.decided_at)
+        if decided > now:  # the simulation ran on past today: not decided yet
+            continue
         cart = cart_rows.setdefault(
             i,
             {
@@ -175,10 +179,6 @@ def seed_experiment(settings: Settings, *, carts: int = 600, seed: int = 11) -> 
                 "created_at": abandoned,
             },
         )
-        assert d.decided_at is not None
-        decided = at(d.decided_at)
-        if decided > now:  # the simulation ran on past today: not decided yet
-            continue
         arm = d.arm
         result = recorder.outcomes.get(d.id)
         converted, value, sent, resolved = result if result else (False, 0.0, False, None)
