@@ -6,6 +6,7 @@ both shows itself (so a typo is visible, never an exception).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -445,8 +446,8 @@ LABELS: dict[str, dict[str, str]] = {
     "settings.store": {"en": "Store", "ko": "스토어"},
     "settings.rules": {"en": "Messaging rules", "ko": "발송 규칙"},
     "settings.rules_note": {
-        "en": "Country preset {country}{overrides}. Change them in the store's rules.",
-        "ko": "국가 기본값 {country}{overrides}. 스토어 규칙에서 변경하세요.",
+        "en": "Country preset {country}{overrides}. Change them below.",
+        "ko": "국가 기본값 {country}{overrides}. 아래에서 변경하세요.",
     },
     "settings.overrides": {"en": ", overridden: {keys}", "ko": ", 재정의: {keys}"},
     "settings.channels": {"en": "Channel credentials", "ko": "채널 자격 증명"},
@@ -455,10 +456,82 @@ LABELS: dict[str, dict[str, str]] = {
         "ko": "설정된 NUDGE_* 항목만 표시합니다 — 값은 절대 표시하지 않습니다.",
     },
     "settings.journey": {"en": "Journey and attribution", "ko": "여정과 기여"},
-    "settings.experiments": {
-        "en": "Experiment editor (arms, holdout share, guardrails) comes with experiments.",
-        "ko": "실험 편집기(암, 홀드아웃 비율, 가드레일)는 실험 기능과 함께 제공됩니다.",
+    "settings.experiments": {"en": "Experiment editor", "ko": "실험 편집기"},
+    "editor.pick": {"en": "Experiment to edit", "ko": "편집할 실험"},
+    "editor.new": {"en": "➕ New experiment", "ko": "➕ 새 실험"},
+    "editor.intro": {
+        "en": "A new experiment starts as a draft: start it on the Experiments page. One "
+        "experiment runs per store and touch.",
+        "ko": "새 실험은 초안으로 시작합니다: 실험 페이지에서 시작하세요. 스토어와 터치마다 하나의 "
+        "실험만 실행됩니다.",
     },
+    "editor.locked": {
+        "en": "{name} is {status}: only its guardrails can change. Arms, split, holdout and "
+        "window define what it measures — to change them, stop it and create a new one.",
+        "ko": "{name}은(는) {status} 상태입니다: 가드레일만 바꿀 수 있습니다. 암, 비율, 홀드아웃, "
+        "기여 기간을 바꾸려면 종료하고 새 실험을 만드세요.",
+    },
+    "editor.stopped": {
+        "en": "{name} is stopped: it is final. Create a new experiment instead.",
+        "ko": "{name}은(는) 종료되어 바꿀 수 없습니다. 새 실험을 만드세요.",
+    },
+    "editor.name": {"en": "Name", "ko": "이름"},
+    "editor.mode": {"en": "Mode", "ko": "방식"},
+    "editor.mode.bandit": {
+        "en": "Bandit (Thompson sampling: traffic moves to what pays)",
+        "ko": "밴딧 (톰슨 샘플링: 성과 좋은 암으로 트래픽 이동)",
+    },
+    "editor.mode.ab": {"en": "A/B (fixed split)", "ko": "A/B (고정 비율)"},
+    "editor.arms": {"en": "Arms (channel/delay/discount)", "ko": "암 (채널/지연/할인)"},
+    "editor.arms.help": {
+        "en": "e.g. email/60m/0% = email one hour after abandonment, no discount. Type a key "
+        "to add one that is not listed. Sending nothing is always an arm.",
+        "ko": "예: email/60m/0% = 이탈 1시간 후 이메일, 할인 없음. 목록에 없는 키는 직접 "
+        "입력하세요. '발송 안 함'은 항상 암에 포함됩니다.",
+    },
+    "editor.weights": {"en": "A/B weights", "ko": "A/B 가중치"},
+    "editor.weights.help": {
+        "en": "A/B only: arm=weight, separated by commas (e.g. email/60m/0%=3, sms/30m/0%=1); "
+        "empty: an equal split.",
+        "ko": "A/B 전용: 암=가중치를 쉼표로 구분 (예: email/60m/0%=3, sms/30m/0%=1); 비우면 균등.",
+    },
+    "editor.holdout": {"en": "Holdout share", "ko": "홀드아웃 비율"},
+    "editor.holdout.help": {
+        "en": "Customers never messaged, to measure what would have happened anyway (0 to 0.5).",
+        "ko": "효과 측정을 위해 메시지를 보내지 않는 고객 비율 (0 이상 0.5 미만).",
+    },
+    "editor.window": {"en": "Attribution window (days)", "ko": "기여 기간 (일)"},
+    "editor.touch": {"en": "Touch it decides", "ko": "결정하는 터치"},
+    "editor.margin": {"en": "Gross margin of an order", "ko": "주문의 매출총이익률"},
+    "editor.guardrails": {"en": "Guardrails", "ko": "가드레일"},
+    "editor.max_discount": {"en": "Largest discount (%)", "ko": "최대 할인 (%)"},
+    "editor.max_touches": {"en": "Touches per journey at most", "ko": "여정당 최대 터치"},
+    "editor.sms_budget": {
+        "en": "SMS/KakaoTalk touches per day at most",
+        "ko": "하루 최대 SMS/알림톡 터치",
+    },
+    "editor.unlimited": {"en": "no limit", "ko": "제한 없음"},
+    "editor.create": {"en": "Create draft", "ko": "초안 만들기"},
+    "editor.save": {"en": "Save", "ko": "저장"},
+    "editor.created": {
+        "en": "Draft {name} created — start it on the Experiments page.",
+        "ko": "초안 {name}을(를) 만들었습니다 — 실험 페이지에서 시작하세요.",
+    },
+    "editor.saved": {"en": "{name} saved.", "ko": "{name}을(를) 저장했습니다."},
+    "editor.invalid": {"en": "Not saved: {reason}.", "ko": "저장하지 않음: {reason}."},
+    "editor.bad_weights": {
+        "en": "weights must be arm=number pairs separated by commas, not {text!r}",
+        "ko": "가중치는 쉼표로 구분한 암=숫자 쌍이어야 합니다 ({text!r})",
+    },
+    "rules.edit": {"en": "Change the messaging rules", "ko": "발송 규칙 변경"},
+    "rules.quiet_on": {"en": "Quiet hours", "ko": "야간 발송 제한"},
+    "rules.quiet_start": {"en": "Quiet from (local)", "ko": "제한 시작 (현지)"},
+    "rules.quiet_end": {"en": "Quiet until (local)", "ko": "제한 종료 (현지)"},
+    "rules.caps_help": {"en": "Empty: no cap.", "ko": "비우면 제한 없음."},
+    "rules.save": {"en": "Save rules", "ko": "규칙 저장"},
+    "rules.reset": {"en": "Back to the country preset", "ko": "국가 기본값으로"},
+    "rules.saved": {"en": "Messaging rules saved.", "ko": "발송 규칙을 저장했습니다."},
+    "rules.invalid": {"en": "Not saved: {reason}.", "ko": "저장하지 않음: {reason}."},
     "r.quiet_hours": {"en": "Quiet hours (recipient's time)", "ko": "야간 발송 제한 (수신자 시간)"},
     "r.night_consent": {
         "en": "Night consent lifts quiet hours",
@@ -493,8 +566,20 @@ def language() -> str:
 
 def t(key: str, /, **values: Any) -> str:
     """The label ``key`` in the session's language, formatted with ``values``."""
+    return _label(language(), key, values)
+
+
+def bound() -> Callable[..., str]:
+    """:func:`t` fixed to the session's current language, for a widget's ``format_func``:
+    Streamlit may format options again outside the script run (AppTest does), where the
+    session's language is not at hand."""
+    lang = language()
+    return lambda key, /, **values: _label(lang, key, values)
+
+
+def _label(lang: str, key: str, values: dict[str, Any]) -> str:
     entry = LABELS.get(key)
     if entry is None:
         return key
-    text = entry.get(language()) or entry["en"]
+    text = entry.get(lang) or entry["en"]
     return text.format(**values) if values else text

@@ -19,9 +19,10 @@ from experiments.stats import Estimate, posterior_densities
 from store.models import ExperimentStatus
 from ui import charts, context, data
 from ui import format as fmt
-from ui.i18n import t
+from ui.i18n import bound, t
 
 f = context.filters()
+tr = bound()  # t() for format_func: in the language of this run
 cur = f.currency
 ACTIONS = ("start", "pause", "stop", "promote")
 ALPHA = 0.05
@@ -105,7 +106,7 @@ if st.session_state.get("experiment") not in by_name:
 name: str = st.selectbox(
     t("experiments.pick"),
     options=list(by_name),
-    format_func=lambda n: f"{n} ({t(f'status.{by_name[n].status}')})",
+    format_func=lambda n: f"{n} ({tr(f'status.{by_name[n].status}')})",
     key="experiment",
 )
 st.query_params["experiment"] = name
@@ -158,7 +159,7 @@ def confirm(action: str) -> None:
                 t("promote.arm"),
                 options=options,
                 index=options.index(best) if best in options else 0,
-                format_func=lambda a: t("promote.best", arm=a) if a == best else a,
+                format_func=lambda a: tr("promote.best", arm=a) if a == best else a,
                 key="promote_arm",
             )
             st.warning(t("confirm.promote", name=name, arm=arm), icon=":material/warning:")
@@ -294,7 +295,7 @@ with left:
         st.segmented_control(
             t("exp.metric"),
             options=["profit", "conversion"],
-            format_func=lambda m: t(f"exp.metric.{m}"),
+            format_func=lambda m: tr(f"exp.metric.{m}"),
             default="profit",
             key="posterior_metric",
         )
