@@ -458,7 +458,7 @@ LABELS: dict[str, dict[str, str]] = {
     "settings.journey": {"en": "Journey and attribution", "ko": "여정과 기여"},
     "settings.experiments": {"en": "Experiment editor", "ko": "실험 편집기"},
     "editor.pick": {"en": "Experiment to edit", "ko": "편집할 실험"},
-    "editor.new": {"en": "➕ New experiment", "ko": "➕ 새 실험"},
+    "editor.new": {"en": "+ New experiment", "ko": "+ 새 실험"},
     "editor.intro": {
         "en": "A new experiment starts as a draft: start it on the Experiments page. One "
         "experiment runs per store and touch.",
