@@ -11,7 +11,9 @@ The sums are the ones the dashboard used to compute on every page view:
 
 * **journeys** (one abandonment of one cart, its touches and its order) by the day of their
   first touch, that touch's arm and the cart's segments — an order is counted once per
-  journey, not once per touch it is attributed to;
+  journey, not once per touch it is attributed to; the arm is ``holdout`` for a holdout
+  nobody chose (an experiment's persistent holdout, or the holdout arm outside experiments)
+  and ``send-nothing`` for a bandit's choice to send nothing;
 * **decisions** by day, arm, channel and state (per-arm statistics, spend, skipped touches);
 * **messages** by the day they were created, channel and status, with opens and clicks;
 * each experiment's cells, per decision and per journey (:mod:`experiments.report`).
@@ -28,7 +30,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from experiments.lifecycle import experiment_t
-from experiments.report import UNITS, decision_cells, journey_cells, margin_of
+from experiments.report import (
+    CONTROL,
+    NOTHING,
+    UNITS,
+    decision_cells,
+    journey_cells,
+    margin_of,
+)
 from experiments.tallies import COLUMNS
 from store.models import Cart, Click, Decision, Message, MessageStatus, Open, Outcome
 from store.rollups import (
@@ -39,7 +48,7 @@ from store.rollups import (
     RollupMessageDay,
     RollupState,
 )
-from store.sql import day_of, flag, json_number, json_text
+from store.sql import day_of, flag, json_number, json_text, json_true
 
 logger = logging.getLogger(__name__)
 
@@ -249,13 +258,19 @@ def _journey_days(
         )
 
     cost = sa.case((sent, m.c.cost), else_=0.0)
+    # The control is the holdout nobody chose: an experiment's persistent holdout, or the
+    # holdout arm outside experiments. A bandit choosing to send nothing is a treatment like
+    # its other arms (as in the experiment report).
+    arm = sa.case(
+        (json_true(d.c.context, "holdout", dialect), CONTROL),
+        (sa.and_(d.c.arm_key == CONTROL, d.c.experiment_id.is_not(None)), NOTHING),
+        else_=d.c.arm_key,
+    )
     j = (
         sa.select(
             sa.func.min(d.c.decided_at).label("started"),
-            sa.func.max(sa.case((first, d.c.arm_key))).label("arm"),
-            sa.func.max(sa.case((first, sa.func.coalesce(d.c.channel, "holdout")))).label(
-                "channel"
-            ),
+            sa.func.max(sa.case((first, arm))).label("arm"),
+            sa.func.max(sa.case((first, sa.func.coalesce(d.c.channel, arm)))).label("channel"),
             context("device").label("device"),
             context("customer_type").label("customer_type"),
             context("checkout_stage").label("checkout_stage"),

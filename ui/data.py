@@ -12,8 +12,9 @@ cached with short TTLs (``st.cache_data``).
 The unit of the headline numbers is the **journey** (one abandonment of one cart, its touches
 and its order), not the decision: an order is attributed to every open decision of the cart,
 so summing per decision would count one order once per touch. A journey belongs to the day
-on which its first touch was decided, and to the holdout when that touch chose the holdout
-arm.
+on which its first touch was decided, and to the holdout when that touch was a holdout nobody
+chose: an experiment's persistent holdout, or the holdout arm outside experiments (a bandit
+choosing to send nothing is one of its treatments).
 
 Statistics come from :mod:`experiments` (sufficient statistics are summed here and handed
 over as :class:`experiments.stats.ArmTotals`, experiment cells as

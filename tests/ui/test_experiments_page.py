@@ -124,6 +124,13 @@ def test_the_page_shows_what_the_report_computes(
     assert_clean(at)
     assert len(at.get("vega_lite_chart")) == 4
 
+    # The store's overview compares with the persistent holdout only, not with the bandit's
+    # own choices to send nothing
+    at.switch_page("app_pages/overview.py").run()
+    assert_clean(at)
+    assert f", {simulated.holdout_decisions} holdout journeys at" in texts(at)
+    at.switch_page(PAGE).run()
+
     # In Korean too
     at.sidebar.radio(key="lang").set_value("ko").run()
     assert_clean(at)
