@@ -51,6 +51,12 @@ LABELS: dict[str, dict[str, str]] = {
         "ko": "이 기간에 보낸 메시지가 없습니다. 장바구니 이탈 후 메시지가 발송됩니다; "
         "`nudge worker`가 실행 중인지 확인하세요.",
     },
+    "app.migrate": {
+        "en": "The database's schema is older than this dashboard: run `nudge migrate`, then "
+        "reload.",
+        "ko": "데이터베이스 스키마가 이 대시보드보다 오래되었습니다: `nudge migrate`를 실행한 뒤 "
+        "새로고침하세요.",
+    },
     # auth
     "auth.title": {"en": "Nudge dashboard", "ko": "Nudge 대시보드"},
     "auth.password": {"en": "Password", "ko": "비밀번호"},
