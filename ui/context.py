@@ -74,7 +74,7 @@ def sidebar(settings: Settings) -> Filters | None:
     if refresh:
         with st.spinner(t("side.refreshing")):
             data.refresh_rollups(url, store_id, window)
-    as_of = data.ensure_rollups(url, store_id, window)
+    as_of = data.ensure_rollups(url, store_id, window, data.rollup_max_age(settings.time_scale))
     st.sidebar.caption(t("side.as_of", time=f"{as_of:%Y-%m-%d %H:%M} UTC"))
     filters = Filters(
         url=url,

@@ -9,13 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 import store.sql
+import ui.data
 import ui.format
 from nudge.cli import app
 from settings import Settings
 from ui.format import band_labels, money, pct
 
 
-@pytest.mark.parametrize("module", [ui.format, store.sql])
+@pytest.mark.parametrize("module", [ui.format, ui.data, store.sql])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
