@@ -181,7 +181,7 @@ def update(
 
     The same validation as :func:`create`. A draft bandit's prior is re-made for its new arms.
     """
-    row = _get(conn, store_id, name)
+    row = get(conn, store_id=store_id, name=name)
     if row.status == ExperimentStatus.STOPPED:
         raise ExperimentConflict(f"experiment {name!r} is stopped: create a new one instead")
     if spec.seed is None:
@@ -294,7 +294,7 @@ def transition(
     conn: sa.Connection, *, store_id: str, name: str, action: str, now: datetime
 ) -> dict[str, Any]:
     """start / pause / stop an experiment, checking where it may go from where it is."""
-    row = _get(conn, store_id, name)
+    row = get(conn, store_id=store_id, name=name)
     allowed, target = _NEXT[action]
     if row.status not in allowed:
         raise ExperimentConflict(f"cannot {action} experiment {name!r}: it is {row.status}")
@@ -327,7 +327,7 @@ def promote(
     conn: sa.Connection, *, store_id: str, name: str, arm_key: str, now: datetime
 ) -> dict[str, Any]:
     """Stop the experiment and make ``arm_key`` (its winner) the store's default."""
-    row = _get(conn, store_id, name)
+    row = get(conn, store_id=store_id, name=name)
     if arm_key not in row.arms:
         raise ExperimentError(f"{arm_key!r} is not an arm of experiment {name!r}")
     if row.status == ExperimentStatus.STOPPED and row.winner:
@@ -341,7 +341,8 @@ def promote(
     return {**row._asdict(), "status": ExperimentStatus.STOPPED, "winner": arm_key}
 
 
-def _get(conn: sa.Connection, store_id: str, name: str) -> Any:
+def get(conn: sa.Connection, *, store_id: str, name: str) -> Any:
+    """The store's experiment row named ``name``; :class:`ExperimentNotFound` if none."""
     row = conn.execute(
         sa.select(experiment_t).where(
             experiment_t.c.store_id == store_id, experiment_t.c.name == name

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -298,13 +298,7 @@ class WeightedSums:
     def __add__(self, other: WeightedSums) -> WeightedSums:
         if not isinstance(other, WeightedSums):
             return NotImplemented
-        return WeightedSums(
-            self.w + other.w,
-            self.wr + other.wr,
-            self.w2 + other.w2,
-            self.w2r + other.w2r,
-            self.w2r2 + other.w2r2,
-        )
+        return WeightedSums(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 def arm_value_from_sums(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from experiments.lifecycle import ExperimentNotFound, experiment_t
+from experiments import lifecycle
 from experiments.ope import OPEEstimate, WeightedSums, arm_value_from_sums
 from experiments.roi import ProfitPoint, ROIRow, incremental_profit_path, roi_from_tallies
 from experiments.stats import (
@@ -43,13 +43,7 @@ NOTHING = "send-nothing"  # the bandit's own send-nothing arm
 
 def load(conn: sa.Connection, *, store_id: str, name: str) -> tuple[Any, Outcomes | None]:
     """The experiment row and the outcomes of its decided touches (None: no outcome yet)."""
-    exp = conn.execute(
-        sa.select(experiment_t).where(
-            experiment_t.c.store_id == store_id, experiment_t.c.name == name
-        )
-    ).first()
-    if exp is None:
-        raise ExperimentNotFound(f"no experiment named {name!r} in this store")
+    exp = lifecycle.get(conn, store_id=store_id, name=name)
     rows = conn.execute(
         sa.select(
             decision_t.c.arm_key,
@@ -307,13 +301,7 @@ def build(
 
     ``start``/``end`` (inclusive, by decision day) limit the ROI rows to a date range.
     """
-    exp = conn.execute(
-        sa.select(experiment_t).where(
-            experiment_t.c.store_id == store_id, experiment_t.c.name == name
-        )
-    ).first()
-    if exp is None:
-        raise ExperimentNotFound(f"no experiment named {name!r} in this store")
+    exp = lifecycle.get(conn, store_id=store_id, name=name)
     return summarize(
         exp,
         tallies(conn, experiment=exp, unit="decision"),

@@ -108,8 +108,6 @@ def roi_report(
         >>> row.attributed_revenue, row.incremental_revenue.value, row.roi.value
         (200.0, 100.0, 11.5)
     """
-    if group_by not in (None, "channel", "segment"):
-        raise ValueError(f"group_by must be None, 'channel' or 'segment', not {group_by!r}")
     if group_by == "segment" and outcomes.segment is None:
         raise ValueError("group_by='segment' needs Outcomes.segment")
     o = outcomes.in_days(start, end)

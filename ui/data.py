@@ -43,30 +43,17 @@ from experiments.stats import HOLDOUT, ArmStats, ArmTotals, arm_summary_from_tot
 from experiments.tallies import Tallies
 from settings import Settings
 from store.db import get_engine
-from store.models import (
-    Cart,
-    Click,
-    Decision,
-    Message,
-    MessageStatus,
-    Open,
-    Outcome,
-    Store,
-    Suppression,
-)
+from store.models import MessageStatus, Suppression
 from store.sql import flag as _flag
 from ui import format as fmt
 
 logger = logging.getLogger(__name__)
 
-cart_t: sa.Table = Cart.__table__  # type: ignore[attr-defined]
-click_t: sa.Table = Click.__table__  # type: ignore[attr-defined]
-decision_t: sa.Table = Decision.__table__  # type: ignore[attr-defined]
-message_t: sa.Table = Message.__table__  # type: ignore[attr-defined]
-open_t: sa.Table = Open.__table__  # type: ignore[attr-defined]
-outcome_t: sa.Table = Outcome.__table__  # type: ignore[attr-defined]
-store_t: sa.Table = Store.__table__  # type: ignore[attr-defined]
 suppression_t: sa.Table = Suppression.__table__  # type: ignore[attr-defined]
+# The tables the rollups and the lifecycle already hold handles of
+click_t, decision_t = rollups.click_t, rollups.decision_t
+message_t, open_t = rollups.message_t, rollups.open_t
+store_t = lifecycle.store_t
 
 #: Aggregates: a minute old at most. Recent sends and the queue: a few seconds.
 TTL_AGGREGATE = 60
@@ -763,12 +750,7 @@ def experiment_report(
     compute it) from its stored cells; ROI over ``[first_day, last_day]``, everything else
     over the whole experiment."""
     with engine(url).connect() as conn:
-        exp = conn.execute(
-            sa.select(lifecycle.experiment_t).where(
-                lifecycle.experiment_t.c.store_id == store_id,
-                lifecycle.experiment_t.c.name == name,
-            )
-        ).one()
+        exp = lifecycle.get(conn, store_id=store_id, name=name)
         cells = {
             unit: Tallies.from_rows(rollups.experiment_cells(conn, experiment_id=exp.id, unit=unit))
             for unit in exp_report.UNITS
@@ -780,13 +762,7 @@ def experiment_report(
 
 def experiment_spec(url: str, store_id: str, name: str) -> lifecycle.Spec:
     with engine(url).connect() as conn:
-        row = conn.execute(
-            sa.select(lifecycle.experiment_t).where(
-                lifecycle.experiment_t.c.store_id == store_id,
-                lifecycle.experiment_t.c.name == name,
-            )
-        ).one()
-    return lifecycle.spec_of(row)
+        return lifecycle.spec_of(lifecycle.get(conn, store_id=store_id, name=name))
 
 
 def act_on_experiment(

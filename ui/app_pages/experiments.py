@@ -15,7 +15,7 @@ import streamlit as st
 
 from experiments.lifecycle import ExperimentError
 from experiments.report import NOTHING, ExperimentReport
-from experiments.stats import Estimate, posterior_densities
+from experiments.stats import ArmStats, Estimate, posterior_densities
 from store.models import ExperimentStatus
 from ui import charts, context, data
 from ui import format as fmt
@@ -38,13 +38,9 @@ def interval(est: Estimate | None, show: Callable[[float], str]) -> str:
     return f"{show(est.low)} … {show(est.high)}"
 
 
-def arms_in_use() -> None:
-    """Before any experiment: the arms the store's policy used, per decision."""
-    arms = data.arm_stats(f.url, f.store.id, f.start, f.end, f.margin_rate)
-    st.subheader(t("experiments.arms"))
-    if not arms:
-        st.caption(t("experiments.no_decisions"))
-        return
+def arm_table(arms: list[ArmStats]) -> None:
+    """Per arm: carts, sends, conversions, rate and profit per cart with their intervals,
+    probability of the best profit and its expected loss."""
     st.dataframe(
         pd.DataFrame(
             {
@@ -59,6 +55,7 @@ def arms_in_use() -> None:
                 t("col.profit_per_cart"): [
                     money(a.profit_per_cart.value if a.profit_per_cart else None) for a in arms
                 ],
+                t("col.profit_ci"): [interval(a.profit_per_cart, money) for a in arms],
                 t("col.prob_best"): [fmt.pct(a.prob_best_profit) for a in arms],
                 t("col.expected_loss"): [money(a.expected_loss_profit) for a in arms],
             }
@@ -66,6 +63,16 @@ def arms_in_use() -> None:
         hide_index=True,
         width="stretch",
     )
+
+
+def arms_in_use() -> None:
+    """Before any experiment: the arms the store's policy used, per decision."""
+    arms = data.arm_stats(f.url, f.store.id, f.start, f.end, f.margin_rate)
+    st.subheader(t("experiments.arms"))
+    if not arms:
+        st.caption(t("experiments.no_decisions"))
+        return
+    arm_table(arms)
     st.caption(t("experiments.arms_note"))
 
 
@@ -264,28 +271,7 @@ if rep.srm is not None and not rep.srm.flagged and rep.srm.p_value is not None:
 
 st.subheader(t("exp.arms"))
 arms = rep.arms
-st.dataframe(
-    pd.DataFrame(
-        {
-            t("col.arm"): [a.arm for a in arms],
-            t("col.carts"): [a.carts for a in arms],
-            t("col.sends"): [a.sends for a in arms],
-            t("col.conversions"): [a.conversions for a in arms],
-            t("col.rate"): [
-                fmt.pct(a.conversion_rate.value if a.conversion_rate else None) for a in arms
-            ],
-            t("col.rate_ci"): [interval(a.conversion_rate, fmt.pct) for a in arms],
-            t("col.profit_per_cart"): [
-                money(a.profit_per_cart.value if a.profit_per_cart else None) for a in arms
-            ],
-            t("col.profit_ci"): [interval(a.profit_per_cart, money) for a in arms],
-            t("col.prob_best"): [fmt.pct(a.prob_best_profit) for a in arms],
-            t("col.expected_loss"): [money(a.expected_loss_profit) for a in arms],
-        }
-    ),
-    hide_index=True,
-    width="stretch",
-)
+arm_table(arms)
 st.caption(t("exp.arms_note"))
 
 left, right = st.columns(2)
