@@ -397,9 +397,10 @@ LABELS: dict[str, dict[str, str]] = {
     "segments.note": {
         "en": "Each segment's treated journeys are compared with its own holdout (per channel: "
         "with the whole holdout). 'Arm chosen most' is what the policy picked for the first "
-        "touch; the experiment's preferred arm per segment comes with experiments.",
+        "touch in the segment — for a running bandit, what it has learned pays there.",
         "ko": "각 세그먼트의 처치 여정은 같은 세그먼트의 홀드아웃과 비교합니다(채널별은 전체 "
-        "홀드아웃과 비교). '가장 많이 선택된 암'은 정책이 첫 터치에 고른 암입니다.",
+        "홀드아웃과 비교). '가장 많이 선택된 암'은 정책이 그 세그먼트의 첫 터치에 고른 암이며, "
+        "실행 중인 밴딧이라면 그곳에서 성과가 좋다고 학습한 암입니다.",
     },
     "segments.chart": {"en": "Conversion by segment", "ko": "세그먼트별 전환율"},
     # messages
