@@ -76,6 +76,17 @@ def experiments_router(engine: Engine, store_id: Callable[..., Awaitable[str]]) 
         )
         return _public(row)
 
+    @router.patch(
+        "/{name}", summary="Edit an experiment (a draft entirely; a started one: guardrails)"
+    )
+    async def edit(name: str, body: ExperimentIn, store: str = Depends(store_id)) -> dict[str, Any]:
+        spec = lifecycle.Spec(**body.model_dump())
+        row = await run_in_threadpool(
+            _call,
+            lambda conn: lifecycle.update(conn, store_id=store, name=name, spec=spec, now=_now()),
+        )
+        return _public(row)
+
     for action in ("start", "pause", "stop"):
 
         def make(action: str = action) -> Any:

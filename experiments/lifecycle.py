@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -148,6 +148,130 @@ def create(conn: sa.Connection, *, store_id: str, spec: Spec, now: datetime) -> 
     return row
 
 
+def spec_of(row: Any) -> Spec:
+    """The :class:`Spec` an experiment row was created from (to edit it)."""
+    guardrails = row.guardrails or {}
+    economics = row.economics or {}
+    return Spec(
+        name=row.name,
+        arms=[a for a in row.arms if a != Arm.holdout().key],
+        mode=row.mode,
+        holdout_share=float(row.holdout_share),
+        attribution_window_days=float(row.attribution_window_days),
+        touch=row.touch,
+        weights=dict(row.weights) if row.weights else None,
+        max_discount_pct=guardrails.get("max_discount_pct"),
+        max_touches=int(guardrails.get("max_touches") or 3),
+        daily_sms_budget=guardrails.get("daily_sms_budget"),
+        margin_rate=float(economics.get("margin_rate", 0.35)),
+        seed=int(row.seed),
+    )
+
+
+#: What may change once an experiment has run: its guardrails only. Arms, split, holdout and
+#: window define what is being measured; changing them mid-flight mixes two experiments.
+GUARDRAILS = ("max_discount_pct", "max_touches", "daily_sms_budget")
+
+
+def update(
+    conn: sa.Connection, *, store_id: str, name: str, spec: Spec, now: datetime
+) -> dict[str, Any]:
+    """Edit an experiment: everything while it is a draft, only its guardrails once it has
+    started (running or paused); a stopped one is final.
+
+    The same validation as :func:`create`. A draft bandit's prior is re-made for its new arms.
+    """
+    row = get(conn, store_id=store_id, name=name)
+    if row.status == ExperimentStatus.STOPPED:
+        raise ExperimentConflict(f"experiment {name!r} is stopped: create a new one instead")
+    if spec.seed is None:
+        spec = replace(spec, seed=int(row.seed))
+    arms = _validate(spec)
+    guardrails = {
+        "max_discount_pct": spec.max_discount_pct,
+        "max_touches": spec.max_touches,
+        "daily_sms_budget": spec.daily_sms_budget,
+    }
+    if row.status != ExperimentStatus.DRAFT:
+        before = spec_of(row)
+        changed = [
+            f.name
+            for f in fields(Spec)
+            if f.name not in GUARDRAILS
+            and f.name != "seed"
+            and _normal(getattr(spec, f.name)) != _normal(getattr(before, f.name))
+        ]
+        if changed:
+            raise ExperimentConflict(
+                f"experiment {name!r} is {row.status}: only its guardrails can change, not "
+                f"{', '.join(changed)} (stop it and create a new experiment for that)"
+            )
+        conn.execute(
+            sa.update(experiment_t).where(experiment_t.c.id == row.id).values(guardrails=guardrails)
+        )
+        return {**row._asdict(), "guardrails": guardrails}
+    if spec.name != name:
+        clash = conn.execute(
+            sa.select(experiment_t.c.id).where(
+                experiment_t.c.store_id == store_id, experiment_t.c.name == spec.name
+            )
+        ).first()
+        if clash is not None:
+            raise ExperimentConflict(f"this store already has an experiment named {spec.name!r}")
+    economics = Economics(margin_rate=spec.margin_rate)
+    values: dict[str, Any] = {
+        "name": spec.name,
+        "mode": spec.mode,
+        "arms": [a.key for a in arms],
+        "weights": dict(spec.weights or {}) if spec.mode == "ab" else {},
+        "holdout_share": spec.holdout_share,
+        "attribution_window_days": spec.attribution_window_days,
+        "guardrails": guardrails,
+        "economics": {
+            "margin_rate": economics.margin_rate,
+            "message_cost": dict(economics.message_cost),
+        },
+        "touch": spec.touch,
+        "seed": spec.seed,
+    }
+    conn.execute(sa.update(experiment_t).where(experiment_t.c.id == row.id).values(**values))
+    # A draft has learned nothing yet: its prior is re-made for the arms it has now.
+    conn.execute(sa.delete(state_t).where(state_t.c.experiment_id == row.id))
+    updated = {**row._asdict(), **values}
+    if spec.mode == "bandit":
+        conn.execute(
+            sa.insert(state_t).values(
+                experiment_id=row.id,
+                version=0,
+                state=bandit_policy(updated).state(),
+                last_outcome_id=0,
+                updated_at=now,
+            )
+        )
+    return updated
+
+
+def _normal(value: Any) -> Any:
+    """Compare specs as stored: arms as a set without send-nothing (always an arm), numbers
+    as floats."""
+    if isinstance(value, list | tuple):
+        return tuple(sorted({str(v) for v in value} - {Arm.holdout().key}))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def list_experiments(conn: sa.Connection, *, store_id: str) -> list[Any]:
+    """The store's experiments, newest first."""
+    return list(
+        conn.execute(
+            sa.select(experiment_t)
+            .where(experiment_t.c.store_id == store_id)
+            .order_by(experiment_t.c.created_at.desc(), experiment_t.c.name)
+        ).all()
+    )
+
+
 def bandit_policy(experiment: Mapping[str, Any]) -> ThompsonPolicy:
     """A fresh bandit for an experiment row (its prior; the learned state lives in the DB)."""
     economics = experiment.get("economics") or {}
@@ -170,7 +294,7 @@ def transition(
     conn: sa.Connection, *, store_id: str, name: str, action: str, now: datetime
 ) -> dict[str, Any]:
     """start / pause / stop an experiment, checking where it may go from where it is."""
-    row = _get(conn, store_id, name)
+    row = get(conn, store_id=store_id, name=name)
     allowed, target = _NEXT[action]
     if row.status not in allowed:
         raise ExperimentConflict(f"cannot {action} experiment {name!r}: it is {row.status}")
@@ -203,7 +327,7 @@ def promote(
     conn: sa.Connection, *, store_id: str, name: str, arm_key: str, now: datetime
 ) -> dict[str, Any]:
     """Stop the experiment and make ``arm_key`` (its winner) the store's default."""
-    row = _get(conn, store_id, name)
+    row = get(conn, store_id=store_id, name=name)
     if arm_key not in row.arms:
         raise ExperimentError(f"{arm_key!r} is not an arm of experiment {name!r}")
     if row.status == ExperimentStatus.STOPPED and row.winner:
@@ -217,7 +341,8 @@ def promote(
     return {**row._asdict(), "status": ExperimentStatus.STOPPED, "winner": arm_key}
 
 
-def _get(conn: sa.Connection, store_id: str, name: str) -> Any:
+def get(conn: sa.Connection, *, store_id: str, name: str) -> Any:
+    """The store's experiment row named ``name``; :class:`ExperimentNotFound` if none."""
     row = conn.execute(
         sa.select(experiment_t).where(
             experiment_t.c.store_id == store_id, experiment_t.c.name == name

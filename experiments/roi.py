@@ -42,8 +42,9 @@ from experiments.stats import (
     Estimate,
     Outcomes,
     difference_interval,
-    totals_by,
+    lift_path,
 )
+from experiments.tallies import Tallies
 
 GroupBy = Literal["channel", "segment"]
 ALL = "all"
@@ -107,11 +108,30 @@ def roi_report(
         >>> row.attributed_revenue, row.incremental_revenue.value, row.roi.value
         (200.0, 100.0, 11.5)
     """
-    if group_by not in (None, "channel", "segment"):
-        raise ValueError(f"group_by must be None, 'channel' or 'segment', not {group_by!r}")
     if group_by == "segment" and outcomes.segment is None:
         raise ValueError("group_by='segment' needs Outcomes.segment")
     o = outcomes.in_days(start, end)
+    return roi_from_tallies(
+        Tallies.from_outcomes(o, margin_rate=margin_rate),
+        holdout=holdout,
+        group_by=group_by,
+        alpha=alpha,
+    )
+
+
+def roi_from_tallies(
+    tallies: Tallies,
+    *,
+    holdout: str = HOLDOUT,
+    group_by: GroupBy | None = None,
+    start: int | date | None = None,
+    end: int | date | None = None,
+    alpha: float = 0.05,
+) -> list[ROIRow]:
+    """:func:`roi_report` from cells of sufficient statistics (see :mod:`experiments.tallies`)."""
+    if group_by not in (None, "channel", "segment"):
+        raise ValueError(f"group_by must be None, 'channel' or 'segment', not {group_by!r}")
+    o = tallies.in_days(start, end)
     treated = o.arm != holdout
     n = len(o)
     if group_by is None:
@@ -121,13 +141,12 @@ def roi_report(
         t_lab = o.channel
         c_lab = np.full(n, ALL)
     else:
-        assert o.segment is not None
         t_lab = o.segment
         c_lab = o.segment
-    t_tot = totals_by(o.select(treated), t_lab[treated], margin_rate=margin_rate)
-    c_tot = totals_by(o.select(~treated), c_lab[~treated], margin_rate=margin_rate)
-    attributed = o.converted & o.sent & treated
-    a_tot = totals_by(o.select(attributed), t_lab[attributed], margin_rate=margin_rate)
+    t_cells, c_cells = o.select(treated), o.select(~treated)
+    t_tot = t_cells.totals_by(t_lab[treated])
+    c_tot = c_cells.totals_by(c_lab[~treated])
+    a_tot = t_cells.attributed_by(t_lab[treated])
     groups = sorted(set(t_tot) | (set(c_tot) if group_by != "channel" else set()))
     if not groups:
         groups = [ALL]
@@ -135,12 +154,28 @@ def roi_report(
     for g in groups:
         control = c_tot.get(ALL if group_by == "channel" else g, ArmTotals())
         rows.append(
-            _row(str(g), t_tot.get(g, ArmTotals()), control, a_tot.get(g, ArmTotals()), alpha)
+            roi_from_totals(
+                str(g), t_tot.get(g, ArmTotals()), control, a_tot.get(g, ArmTotals()), alpha=alpha
+            )
         )
     return rows
 
 
-def _row(group: str, t: ArmTotals, c: ArmTotals, attributed: ArmTotals, alpha: float) -> ROIRow:
+def roi_from_totals(
+    group: str, t: ArmTotals, c: ArmTotals, attributed: ArmTotals, *, alpha: float = 0.05
+) -> ROIRow:
+    """One ROI row from sufficient statistics: treated ``t``, holdout ``c``, and the treated
+    decisions that converted after their message went out (``attributed``; only its
+    ``conversions`` and ``revenue`` are read).
+
+    Example:
+        >>> t = ArmTotals(carts=4, sends=4, conversions=2, revenue=200.0, revenue_sq=20000.0,
+        ...               message_cost=4.0, profit=96.0, profit_sq=4804.0)
+        >>> c = ArmTotals(carts=4, conversions=1, revenue=100.0, revenue_sq=10000.0,
+        ...               profit=50.0, profit_sq=2500.0)
+        >>> roi_from_totals("all", t, c, ArmTotals(conversions=2, revenue=200.0)).roi.value
+        11.5
+    """
     cost = t.discount_cost + t.message_cost
     base = ROIRow(
         group=group,
@@ -191,3 +226,65 @@ def _row(group: str, t: ArmTotals, c: ArmTotals, attributed: ArmTotals, alpha: f
         roi=roi,
         message="; ".join(notes) or None,
     )
+
+
+@dataclass(frozen=True)
+class ProfitPoint:
+    """Cumulative incremental profit against the holdout up to one look (a day).
+
+    ``value = (mean profit per treated cart - mean per holdout cart) * treated carts``, as
+    :func:`roi_report` computes it, on the data up to this look; ``low``/``high`` its
+    fixed-horizon interval (valid for this look alone) and ``cs_low``/``cs_high`` the
+    always-valid confidence sequence (valid however many looks are taken), both scaled the
+    same way. ``None`` until both groups have 2 carts.
+    """
+
+    look: int  # the look's label (e.g. a day's ordinal)
+    treated_carts: int
+    holdout_carts: int
+    value: float | None
+    low: float | None
+    high: float | None
+    cs_low: float | None
+    cs_high: float | None
+
+
+def incremental_profit_path(
+    treated_looks: list[ArmTotals],
+    holdout_looks: list[ArmTotals],
+    *,
+    looks: list[int] | None = None,
+    alpha: float = 0.05,
+) -> list[ProfitPoint]:
+    """Cumulative incremental profit at every look, from per-look increments.
+
+    Example:
+        >>> t = [ArmTotals(carts=100, profit=700.0, profit_sq=24500.0)] * 2
+        >>> c = [ArmTotals(carts=100, profit=350.0, profit_sq=12250.0)] * 2
+        >>> [round(p.value) for p in incremental_profit_path(t, c)]
+        [350, 700]
+    """
+    path = lift_path(treated_looks, holdout_looks, metric="profit", alpha=alpha)
+    labels = list(range(len(treated_looks))) if looks is None else list(looks)
+    if len(labels) != len(treated_looks):
+        raise ValueError("looks must label every look")
+    points = []
+    for i, look in enumerate(labels):
+        nt, nc = path.treatment_carts[i], path.control_carts[i]
+
+        def scaled(x: float, nt: int = nt, ok: bool = nt >= 2 and nc >= 2) -> float | None:
+            return x * nt if ok and np.isfinite(x) else None
+
+        points.append(
+            ProfitPoint(
+                look=look,
+                treated_carts=nt,
+                holdout_carts=nc,
+                value=scaled(path.difference[i]),
+                low=scaled(path.low[i]),
+                high=scaled(path.high[i]),
+                cs_low=scaled(path.cs_low[i]),
+                cs_high=scaled(path.cs_high[i]),
+            )
+        )
+    return points

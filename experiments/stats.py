@@ -248,8 +248,13 @@ class ArmTotals:
 def _sample_var(s: float, ss: float, n: int) -> float | None:
     if n < 2:
         return None
-    # max(0, .) absorbs the rounding of ss - s^2/n when every value is equal
-    return max(0.0, (ss - s * s / n) / (n - 1))
+    # When every value is equal, ss - s^2/n is 0 up to the rounding of the sums, which depends
+    # on the order they were added in (rows here, a database's GROUP BY elsewhere): anything
+    # within 1e-12 of ss is that rounding, and is 0.
+    spread = ss - s * s / n
+    if spread <= 1e-12 * abs(ss):
+        return 0.0
+    return spread / (n - 1)
 
 
 def totals_by(
@@ -572,6 +577,60 @@ def _validate_summary(n_draws: int, alpha: float) -> None:
     _z(alpha)
 
 
+@dataclass(frozen=True)
+class Density:
+    """An arm's posterior density on a grid (for plotting): ``y[i]`` at ``x[i]``."""
+
+    arm: str
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+
+def posterior_densities(
+    arms: Sequence[ArmStats], *, metric: str = "profit", points: int = 200
+) -> list[Density]:
+    """The posterior density of each arm's conversion rate or profit per cart, on one grid.
+
+    The posteriors are :class:`ArmStats`' own: ``Beta(alpha, beta)`` for conversion,
+    ``Normal(mean, sd)`` for profit per cart. The grid spans every arm's central 99.9% (so
+    the curves can be overlaid); an arm without a proper posterior (fewer than 2 carts, or
+    zero variance for profit) is left out.
+
+    Example:
+        >>> o = Outcomes.from_sequences(arm=["a"] * 50 + ["b"] * 50,
+        ...                             converted=[True] * 10 + [False] * 90,
+        ...                             revenue=[100.0] * 10 + [0.0] * 90)
+        >>> arms = arm_summary(o, margin_rate=0.3, rng=np.random.default_rng(0))
+        >>> d = posterior_densities(arms, metric="conversion", points=101)
+        >>> [x.arm for x in d], len(d[0].x)
+        (['a', 'b'], 101)
+        >>> # each density integrates to about 1 over the grid
+        >>> [round(float(np.trapezoid(x.y, x.x)), 2) for x in d]
+        [1.0, 1.0]
+    """
+    if metric not in ("profit", "conversion"):
+        raise ValueError(f"metric must be 'profit' or 'conversion', not {metric!r}")
+    if points < 2:
+        raise ValueError(f"points must be >= 2, not {points}")
+    dists: list[tuple[str, Any]] = []
+    for a in arms:
+        if metric == "conversion":
+            if a.carts < 1:
+                continue
+            dists.append((a.arm, scipy.stats.beta(*a.posterior_conversion)))
+        elif a.posterior_profit is not None and a.posterior_profit[1] > 0:
+            dists.append((a.arm, scipy.stats.norm(*a.posterior_profit)))
+    if not dists:
+        return []
+    lo = min(float(d.ppf(0.0005)) for _, d in dists)
+    hi = max(float(d.ppf(0.9995)) for _, d in dists)
+    x = np.linspace(lo, hi, points)
+    return [
+        Density(arm, tuple(x.tolist()), tuple(np.asarray(d.pdf(x), dtype=np.float64).tolist()))
+        for arm, d in dists
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # Lift against the holdout, fixed-horizon and always-valid
 
@@ -694,21 +753,16 @@ def lift_from_totals(
         return replace(base, message="fewer than 2 carts in an arm: no interval")
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        pt, pc = t_cum["conversions"] / nt, c_cum["conversions"] / nc
         conv = _metric_lift(
-            pt,
-            pt * (1 - pt) / nt,
-            pc,
-            pc * (1 - pc) / nc,
+            *_means_and_variances(t_cum, c_cum, "conversion"),
             nt + nc,
             alpha,
             tau2_conversion,
             tuning_n,
         )
-        mt, mc = t_cum["profit"] / nt, c_cum["profit"] / nc
-        vt = _var_from_sums(t_cum["profit"], t_cum["profit_sq"], nt) / nt
-        vc = _var_from_sums(c_cum["profit"], c_cum["profit_sq"], nc) / nc
-        prof = _metric_lift(mt, vt, mc, vc, nt + nc, alpha, tau2_profit, tuning_n)
+        prof = _metric_lift(
+            *_means_and_variances(t_cum, c_cum, "profit"), nt + nc, alpha, tau2_profit, tuning_n
+        )
     notes = []
     if conv.absolute.low == conv.absolute.high:
         notes.append("zero variance in conversion (no conversions, or all converted)")
@@ -724,13 +778,101 @@ def _cumulate(looks: Sequence[ArmTotals]) -> dict[str, FloatArray]:
     return {f: arr[:, j] for j, f in enumerate(names)}
 
 
+def _means_and_variances(
+    t_cum: dict[str, FloatArray], c_cum: dict[str, FloatArray], metric: str
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``(mean_T, Var(mean_T), mean_C, Var(mean_C))`` at each look of cumulative totals."""
+    nt, nc = t_cum["carts"], c_cum["carts"]
+    if metric == "conversion":
+        pt, pc = t_cum["conversions"] / nt, c_cum["conversions"] / nc
+        return pt, pt * (1 - pt) / nt, pc, pc * (1 - pc) / nc
+    mt, mc = t_cum["profit"] / nt, c_cum["profit"] / nc
+    vt = _var_from_sums(t_cum["profit"], t_cum["profit_sq"], nt) / nt
+    vc = _var_from_sums(c_cum["profit"], c_cum["profit_sq"], nc) / nc
+    return mt, vt, mc, vc
+
+
 def _var_from_sums(s: FloatArray, ss: FloatArray, n: FloatArray) -> FloatArray:
     with np.errstate(invalid="ignore", divide="ignore"):
-        v = np.maximum(0.0, (ss - s * s / n) / (n - 1))
+        spread = ss - s * s / n
+        # as in _sample_var: within 1e-12 of ss is the sums' rounding, i.e. 0
+        v = np.where(spread <= 1e-12 * np.abs(ss), 0.0, spread / (n - 1))
     return np.where(n >= 2, v, np.nan)
 
 
-def _metric_lift(
+@dataclass(frozen=True)
+class LiftPath:
+    """One metric's lift over the holdout at every look, each on the data up to that look.
+
+    ``difference`` is ``mean_T - mean_C`` (NaN until both sides have a cart); ``low``/``high``
+    its fixed-horizon interval at that look (valid for that look alone); ``cs_low``/``cs_high``
+    the confidence sequence and ``always_valid_p`` the mSPRT p-value, both valid at every look
+    at once (the sequence only tightens, the p-value only falls).
+    """
+
+    metric: str
+    treatment_carts: tuple[int, ...]
+    control_carts: tuple[int, ...]
+    difference: tuple[float, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    cs_low: tuple[float, ...]
+    cs_high: tuple[float, ...]
+    always_valid_p: tuple[float, ...]
+
+
+def lift_path(
+    treatment_looks: Sequence[ArmTotals],
+    control_looks: Sequence[ArmTotals],
+    *,
+    metric: str = "profit",
+    alpha: float = 0.05,
+    tau2: float | None = None,
+    tuning_n: float = DEFAULT_TUNING_N,
+) -> LiftPath:
+    """The lift of ``metric`` (``"profit"`` per cart or ``"conversion"``) at every look.
+
+    Takes per-look increments like :func:`lift_from_totals`, whose last look it agrees with.
+
+    Example:
+        >>> t = [ArmTotals(carts=100, conversions=20, profit=700.0, profit_sq=24500.0)] * 3
+        >>> c = [ArmTotals(carts=100, conversions=10, profit=350.0, profit_sq=12250.0)] * 3
+        >>> path = lift_path(t, c, metric="conversion")
+        >>> [round(d, 2) for d in path.difference], path.treatment_carts
+        ([0.1, 0.1, 0.1], (100, 200, 300))
+        >>> path.always_valid_p[0] >= path.always_valid_p[1] >= path.always_valid_p[2]
+        True
+    """
+    if len(treatment_looks) != len(control_looks):
+        raise ValueError("treatment_looks and control_looks must have the same length")
+    if metric not in ("profit", "conversion"):
+        raise ValueError(f"metric must be 'profit' or 'conversion', not {metric!r}")
+    _z(alpha)
+    if tau2 is not None and not tau2 > 0:
+        raise ValueError(f"tau2 must be > 0, not {tau2}")
+    t_cum, c_cum = _cumulate(treatment_looks), _cumulate(control_looks)
+    nt, nc = t_cum["carts"], c_cum["carts"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mvs = _means_and_variances(t_cum, c_cum, metric)
+        a = _metric_arrays(*mvs, nt + nc, alpha, tau2, tuning_n)
+
+    def floats(x: FloatArray) -> tuple[float, ...]:
+        return tuple(float(v) for v in x)
+
+    return LiftPath(
+        metric=metric,
+        treatment_carts=tuple(int(v) for v in nt),
+        control_carts=tuple(int(v) for v in nc),
+        difference=floats(a["d"]),
+        low=floats(a["d_lo"]),
+        high=floats(a["d_hi"]),
+        cs_low=floats(a["cs_lo"]),
+        cs_high=floats(a["cs_hi"]),
+        always_valid_p=floats(a["p_seq"]),
+    )
+
+
+def _metric_arrays(
     mt: FloatArray,
     vt: FloatArray,
     mc: FloatArray,
@@ -739,7 +881,8 @@ def _metric_lift(
     alpha: float,
     tau2: float | None,
     tuning_n: float,
-) -> MetricLift:
+) -> dict[str, FloatArray]:
+    """Every look's fixed and always-valid statistics of one metric, as arrays over looks."""
     d, d_lo, d_hi, r, r_lo, r_hi = difference_interval(mt, vt, mc, vc, alpha=alpha)
     v = vt + vc
     tau2_arr = (
@@ -760,6 +903,34 @@ def _metric_lift(
         tau2_rel,
         alpha=alpha,
     )
+    return {
+        "d": d,
+        "d_lo": d_lo,
+        "d_hi": d_hi,
+        "r": r,
+        "r_lo": r_lo,
+        "r_hi": r_hi,
+        "v": v,
+        "p_seq": p_seq,
+        "cs_lo": cs_lo,
+        "cs_hi": cs_hi,
+        "r_cs_lo": r_cs_lo,
+        "r_cs_hi": r_cs_hi,
+    }
+
+
+def _metric_lift(
+    mt: FloatArray,
+    vt: FloatArray,
+    mc: FloatArray,
+    vc: FloatArray,
+    n_total: FloatArray,
+    alpha: float,
+    tau2: float | None,
+    tuning_n: float,
+) -> MetricLift:
+    a = _metric_arrays(mt, vt, mc, vc, n_total, alpha, tau2, tuning_n)
+    d, r, v = a["d"], a["r"], a["v"]
     last = -1
     sd = math.sqrt(v[last]) if v[last] > 0 else 0.0
     p_fixed = 1.0 if sd == 0 else float(2 * scipy.stats.norm.sf(abs(d[last]) / sd))
@@ -767,17 +938,21 @@ def _metric_lift(
     return MetricLift(
         treatment_mean=float(mt[last]),
         control_mean=float(mc[last]),
-        absolute=Estimate(float(d[last]), float(d_lo[last]), float(d_hi[last])),
-        relative=Estimate(float(r[last]), float(r_lo[last]), float(r_hi[last])) if rel_ok else None,
+        absolute=Estimate(float(d[last]), float(a["d_lo"][last]), float(a["d_hi"][last])),
+        relative=Estimate(float(r[last]), float(a["r_lo"][last]), float(a["r_hi"][last]))
+        if rel_ok
+        else None,
         p_value=p_fixed,
-        always_valid_p=float(p_seq[last]),
-        confidence_sequence=Estimate(float(d[last]), float(cs_lo[last]), float(cs_hi[last])),
+        always_valid_p=float(a["p_seq"][last]),
+        confidence_sequence=Estimate(
+            float(d[last]), float(a["cs_lo"][last]), float(a["cs_hi"][last])
+        ),
         relative_confidence_sequence=Estimate(
-            float(r[last]), float(r_cs_lo[last]), float(r_cs_hi[last])
+            float(r[last]), float(a["r_cs_lo"][last]), float(a["r_cs_hi"][last])
         )
         if rel_ok
         else None,
-        always_valid_p_history=tuple(float(x) for x in p_seq),
+        always_valid_p_history=tuple(float(x) for x in a["p_seq"]),
     )
 
 

@@ -350,3 +350,14 @@ class Outcome(SQLModel, table=True):
     message_sent: bool = False
     message_cost: float = 0.0
     resolved_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# The dashboard's daily rollups live in their own module; importing it registers the tables.
+from store.rollups import (  # noqa: E402, F401
+    RollupCartDay,
+    RollupDecisionDay,
+    RollupExperimentCell,
+    RollupJourneyDay,
+    RollupMessageDay,
+    RollupState,
+)

@@ -1,7 +1,9 @@
 """Debian's Chromium, headless, driven over the Chrome DevTools Protocol (websockets).
 
 No browser is downloaded: the tests use the ``chromium`` package (``apt-get install
-chromium``) and fail, naming it, when it is missing.
+chromium``) and fail, naming it, when it is missing. One module for every browser test (the
+snippet's and the dashboard's): start a browser, open a page, navigate, evaluate JavaScript,
+wait until something is true, take a screenshot.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=1280,800",
+    "--hide-scrollbars",
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
 ]
@@ -107,21 +109,59 @@ class Page:
         self.send("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
 
-    def screenshot(self, path: Path) -> None:
+    def wait_until(self, expression: str, *, timeout: float = 30.0, stable: int = 3) -> None:
+        """Until ``expression`` is true ``stable`` polls in a row (250 ms apart)."""
+        deadline = time.monotonic() + timeout
+        streak = 0
+        while time.monotonic() < deadline:
+            streak = streak + 1 if self.evaluate(expression) else 0
+            if streak >= stable:
+                return
+            self.events.clear()  # polling: what happened meanwhile is not waited for
+            time.sleep(0.25)
+        raise TimeoutError(f"not true after {timeout}s: {expression}")
+
+    def screenshot(self, path: Path, *, full_page: bool = False, width: int = 1440) -> None:
+        """The window, or with ``full_page`` the whole page: apps that scroll inside a
+        container (Streamlit) need the window as tall as the content first, since what is
+        outside the window is not painted."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.send("Page.captureScreenshot", format="png")["data"]
+        if full_page:
+            height = self.evaluate(
+                "Math.max(document.body.scrollHeight,"
+                " document.querySelector('[data-testid=stMain]')?.scrollHeight || 0)"
+            )
+            self.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=max(900, int(height or 0)),
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            time.sleep(0.5)  # charts re-lay out to the new size
+        try:
+            data = self.send("Page.captureScreenshot", format="png", timeout=30)["data"]
+        finally:
+            if full_page:
+                self.send("Emulation.clearDeviceMetricsOverride")
         path.write_bytes(base64.b64decode(data))
 
 
 class Chromium:
     """A headless Chromium with a fresh profile, stopped (and its profile removed) on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, width: int = 1280, height: int = 800) -> None:
         self.profile = tempfile.mkdtemp(prefix="nudge-chromium-")
         self._stack = ExitStack()
         self._drainer: threading.Thread | None = None
         self.proc = subprocess.Popen(
-            [chromium_path(), *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            [
+                chromium_path(),
+                *FLAGS,
+                f"--window-size={width},{height}",
+                f"--user-data-dir={self.profile}",
+                "about:blank",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -47,10 +47,22 @@ def test_experiment_lifecycle_over_http(
     created = client.post("/v1/experiments", json=body, headers=auth(key))
     assert created.status_code == 201, created.text
     assert created.json()["status"] == "draft" and "holdout" in created.json()["arms"]
+    # A draft can be edited; the same validation applies
+    edited = client.patch(
+        "/v1/experiments/autumn", json={**body, "holdout_share": 0.2}, headers=auth(key)
+    )
+    assert edited.status_code == 200 and edited.json()["holdout_share"] == 0.2
+    capped = client.patch(
+        "/v1/experiments/autumn", json={**body, "max_discount_pct": 5}, headers=auth(key)
+    )
+    assert capped.status_code == 422 and "5% discount guardrail" in capped.json()["message"]
     started = client.post("/v1/experiments/autumn/start", headers=auth(key))
     assert started.status_code == 200 and started.json()["status"] == "running"
     again = client.post("/v1/experiments/autumn/start", headers=auth(key))
     assert again.status_code == 409 and "running" in again.json()["message"]
+    # Once running, only its guardrails change
+    frozen = client.patch("/v1/experiments/autumn", json=body, headers=auth(key))
+    assert frozen.status_code == 409 and "holdout_share" in frozen.json()["message"]
     report = client.get("/v1/experiments/autumn/report", headers=auth(key))
     assert report.status_code == 200 and report.json()["arms"] == []
 

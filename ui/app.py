@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
 import streamlit as st
 
 from settings import get_settings
@@ -21,7 +22,14 @@ settings = get_settings()
 context.language_switch()
 if not auth.guard(settings):
     st.stop()
-context.sidebar(settings)
+try:
+    context.sidebar(settings)
+except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+    # The code moved on and the schema did not: say how to fix it, not a traceback.
+    if "rollup" not in str(exc):
+        raise
+    st.error(t("app.migrate"), icon=":material/database:")
+    st.stop()
 page = st.navigation(
     [
         st.Page(

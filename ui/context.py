@@ -43,16 +43,19 @@ def language_switch() -> None:
 def sidebar(settings: Settings) -> Filters | None:
     """Store and date range in the sidebar; ``None`` when there is no store yet."""
     url = settings.sqlalchemy_url
-    stores = data.stores(url)
-    if st.sidebar.button(t("side.refresh"), icon=":material/refresh:"):
+    refresh = st.sidebar.button(t("side.refresh"), icon=":material/refresh:")
+    if refresh:
         data.clear_caches()
-        stores = data.stores(url)
+    stores = data.stores(url)
     if not stores:
         st.session_state["filters"] = None
         return None
     by_id = {s.id: s for s in stores}
     if st.session_state.get("store_id") not in by_id:
-        st.session_state["store_id"] = stores[0].id
+        # A link may name the store (?store=<name or id>); otherwise the first one.
+        asked = st.query_params.get("store")
+        named = [s.id for s in stores if asked in (s.id, s.name)]
+        st.session_state["store_id"] = named[0] if named else stores[0].id
     store_id = st.sidebar.selectbox(
         t("side.store"),
         options=list(by_id),
@@ -67,6 +70,12 @@ def sidebar(settings: Settings) -> Filters | None:
         format="YYYY-MM-DD",
     )
     first, last = _range(picked, today)
+    window = settings.attribution_window_days
+    if refresh:
+        with st.spinner(t("side.refreshing")):
+            data.refresh_rollups(url, store_id, window)
+    as_of = data.ensure_rollups(url, store_id, window, data.rollup_max_age(settings.time_scale))
+    st.sidebar.caption(t("side.as_of", time=f"{as_of:%Y-%m-%d %H:%M} UTC"))
     filters = Filters(
         url=url,
         store=by_id[store_id],

@@ -1,27 +1,33 @@
-"""What the dashboard shows, as aggregate SQL: the database groups and sums, Python only
-formats the handful of rows that come back.
+"""What the dashboard shows: sums the database keeps per day (:mod:`store.rollups`), read
+with small aggregate queries; Python only formats the handful of rows that come back.
 
-Every query filters by store first and then by a time column, so it can run on an index
-``(store_id, <time>)`` (see the indexes listed in the UI's README notes / report). Results are
-cached with short TTLs (``st.cache_data``): a morning review by several people costs the
-database one query per minute, not one per click.
+Summing a million decisions with their messages and outcomes on every page view takes the
+database seconds per question, so :mod:`experiments.rollups` keeps daily sums per store and
+recomputes the days that can still change: synchronously the first time a store is shown,
+then in the background when they are older than :func:`rollup_max_age` (and at once with the
+sidebar's refresh button). The lists of single rows (recent sends, suppressions) are read
+live through ``(store_id, created_at)`` indexes. Results are cached with short TTLs
+(``st.cache_data``).
 
 The unit of the headline numbers is the **journey** (one abandonment of one cart, its touches
 and its order), not the decision: an order is attributed to every open decision of the cart,
-so summing per decision would count one order once per touch. A journey belongs to the range
-in which its first touch was decided, and to the holdout when that touch chose the holdout arm.
+so summing per decision would count one order once per touch. A journey belongs to the day
+on which its first touch was decided, and to the holdout when that touch was a holdout nobody
+chose: an experiment's persistent holdout, or the holdout arm outside experiments (a bandit
+choosing to send nothing is one of its treatments).
 
-Statistics come from :mod:`experiments` (sufficient statistics are computed here in SQL and
-handed over as :class:`experiments.stats.ArmTotals`), so the dashboard, the CLI report and the
-API compute every interval the same way.
+Statistics come from :mod:`experiments` (sufficient statistics are summed here and handed
+over as :class:`experiments.stats.ArmTotals`, experiment cells as
+:class:`experiments.tallies.Tallies`), so the dashboard, the CLI report and the API compute
+every interval the same way.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -30,33 +36,24 @@ import sqlalchemy as sa
 import streamlit as st
 from sqlalchemy.engine import Engine
 
+from experiments import lifecycle, rollups
+from experiments import report as exp_report
 from experiments import roi as roi_mod
 from experiments.stats import HOLDOUT, ArmStats, ArmTotals, arm_summary_from_totals
+from experiments.tallies import Tallies
 from settings import Settings
 from store.db import get_engine
-from store.models import (
-    Cart,
-    Click,
-    Decision,
-    Message,
-    MessageStatus,
-    Open,
-    Outcome,
-    Store,
-    Suppression,
-)
+from store.models import MessageStatus, Suppression
+from store.sql import flag as _flag
 from ui import format as fmt
 
 logger = logging.getLogger(__name__)
 
-cart_t: sa.Table = Cart.__table__  # type: ignore[attr-defined]
-click_t: sa.Table = Click.__table__  # type: ignore[attr-defined]
-decision_t: sa.Table = Decision.__table__  # type: ignore[attr-defined]
-message_t: sa.Table = Message.__table__  # type: ignore[attr-defined]
-open_t: sa.Table = Open.__table__  # type: ignore[attr-defined]
-outcome_t: sa.Table = Outcome.__table__  # type: ignore[attr-defined]
-store_t: sa.Table = Store.__table__  # type: ignore[attr-defined]
 suppression_t: sa.Table = Suppression.__table__  # type: ignore[attr-defined]
+# The tables the rollups and the lifecycle already hold handles of
+click_t, decision_t = rollups.click_t, rollups.decision_t
+message_t, open_t = rollups.message_t, rollups.open_t
+store_t = lifecycle.store_t
 
 #: Aggregates: a minute old at most. Recent sends and the queue: a few seconds.
 TTL_AGGREGATE = 60
@@ -64,9 +61,6 @@ TTL_RECENT = 10
 TTL_QUEUE = 5
 TTL_STORES = 300
 
-#: Message statuses that count as "went out" (an uncertain hand-off may have been delivered,
-#: and is charged, as ``senders.journey`` does).
-SENT_STATUSES = (MessageStatus.SENT, MessageStatus.UNCERTAIN)
 
 #: Segment dimensions: the decision context key each reads (``None``: not from the context).
 DIMENSIONS: dict[str, str | None] = {
@@ -80,51 +74,6 @@ DIMENSIONS: dict[str, str | None] = {
 
 def engine(url: str) -> Engine:
     return get_engine(url)
-
-
-# --- dialect helpers ---------------------------------------------------------------------------
-
-_KEY = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-def json_text(column: Any, key: str, dialect: str) -> sa.ColumnElement[Any]:
-    """``column ->> 'key'`` on PostgreSQL, ``json_extract(column, '$.key')`` on SQLite.
-
-    The key is written into the SQL as a literal (an expression index on
-    ``(context ->> 'device')`` only matches a literal), so it must be a plain identifier.
-
-    Example:
-        >>> from sqlalchemy.dialects import postgresql, sqlite
-        >>> c = sa.column("context")
-        >>> str(json_text(c, "device", "postgresql").compile(dialect=postgresql.dialect()))
-        "context ->> 'device'"
-        >>> str(json_text(c, "device", "sqlite").compile(dialect=sqlite.dialect()))
-        "json_extract(context, '$.device')"
-    """
-    if not _KEY.match(key):
-        raise ValueError(f"key must be a plain identifier, not {key!r}")
-    if dialect == "postgresql":
-        extracted: sa.ColumnElement[Any] = column.op("->>", return_type=sa.String)(
-            sa.literal_column(f"'{key}'")
-        )
-        return extracted
-    return sa.func.json_extract(column, sa.literal_column(f"'$.{key}'"), type_=sa.String)
-
-
-def json_number(column: Any, key: str, dialect: str) -> sa.ColumnElement[Any]:
-    """A numeric context value (``(context ->> 'key')::float`` on PostgreSQL)."""
-    return sa.cast(json_text(column, key, dialect), sa.Float)
-
-
-def day_of(column: Any, dialect: str) -> sa.ColumnElement[Any]:
-    """The UTC calendar day of a timestamp column (SQLite keeps naive UTC text)."""
-    if dialect == "postgresql":
-        return sa.cast(sa.func.timezone("UTC", column), sa.Date)
-    return sa.func.date(column)
-
-
-def _flag(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-    return sa.case((condition, 1), else_=0)
 
 
 # --- stores ----------------------------------------------------------------------------------
@@ -141,116 +90,132 @@ class StoreInfo:
 
 @st.cache_data(ttl=TTL_STORES, show_spinner=False)
 def stores(url: str) -> list[StoreInfo]:
-    """Every store with its currency (the most common of its carts; USD before any cart)."""
-    eng = engine(url)
-    with eng.connect() as conn:
+    """Every store with its currency (the most common of its carts, as the rollups last
+    found it; USD before any cart)."""
+    s, r = store_t, rollups.state_t
+    with engine(url).connect() as conn:
         rows = conn.execute(
-            sa.select(store_t.c.id, store_t.c.name, store_t.c.country, store_t.c.rules).order_by(
-                store_t.c.name
-            )
+            sa.select(s.c.id, s.c.name, s.c.country, s.c.rules, r.c.currency)
+            .select_from(s.outerjoin(r, r.c.store_id == s.c.id))
+            .order_by(s.c.name)
         ).all()
-        result = []
-        for r in rows:  # one row per store: a handful, never per cart
-            currency = conn.execute(
-                sa.select(cart_t.c.currency)
-                .where(cart_t.c.store_id == r.id)
-                .group_by(cart_t.c.currency)
-                .order_by(sa.func.count().desc())
-                .limit(1)
-            ).scalar()
-            result.append(
-                StoreInfo(r.id, r.name, r.country, dict(r.rules or {}), currency or "USD")
+        return [  # one row per store: a handful, never per cart
+            StoreInfo(
+                row.id,
+                row.name,
+                row.country,
+                dict(row.rules or {}),
+                row.currency or rollups.store_currency(conn, row.id),
             )
-    return result
+            for row in rows
+        ]
+
+
+# --- rollups -------------------------------------------------------------------------------------
+
+#: Rollups older than this are refreshed in the background when a page is shown; divided by
+#: ``NUDGE_TIME_SCALE`` (the demo's journeys run 1,200x faster), down to ``ROLLUP_MIN_AGE``.
+ROLLUP_MAX_AGE = timedelta(minutes=5)
+ROLLUP_MIN_AGE = timedelta(seconds=10)
+
+
+def rollup_max_age(time_scale: float) -> timedelta:
+    """How old a store's rollups may be before a page view refreshes them.
+
+    Example:
+        >>> rollup_max_age(1.0), rollup_max_age(1200.0)
+        (datetime.timedelta(seconds=300), datetime.timedelta(seconds=10))
+    """
+    return max(ROLLUP_MIN_AGE, ROLLUP_MAX_AGE / max(1.0, time_scale))
+
+
+_refreshing: set[tuple[str, str]] = set()
+_refreshing_lock = threading.Lock()
+
+
+def refresh_rollups(url: str, store_id: str, window_days: float, *, full: bool = False) -> None:
+    """Recompute the store's rollups now (``experiments.rollups.refresh``) and forget the
+    cached queries that read them."""
+    with engine(url).begin() as conn:
+        rollups.refresh(
+            conn, store_id=store_id, now=datetime.now(UTC), window_days=window_days, full=full
+        )
+    clear_caches()
+
+
+def ensure_rollups(
+    url: str, store_id: str, window_days: float, max_age: timedelta = ROLLUP_MAX_AGE
+) -> datetime:
+    """The time the store's rollups were computed: built now if they never were, refreshed in
+    the background (this view reads the current ones) when older than ``max_age``."""
+    with engine(url).connect() as conn:
+        current = rollups.state(conn, store_id)
+    now = datetime.now(UTC)
+    if current is None:
+        refresh_rollups(url, store_id, window_days)
+        return now
+    if now - current.refreshed_at > max_age:
+        key = (url, store_id)
+        with _refreshing_lock:
+            if key in _refreshing:
+                return current.refreshed_at  # type: ignore[no-any-return]
+            _refreshing.add(key)
+
+        def run() -> None:
+            try:
+                refresh_rollups(url, store_id, window_days)
+            except Exception:  # a background thread has nobody to raise to: log it
+                logger.exception("Refreshing the rollups of store %s failed", store_id)
+            finally:
+                with _refreshing_lock:
+                    _refreshing.discard(key)
+
+        threading.Thread(target=run, name=f"rollups-{store_id}", daemon=True).start()
+    return current.refreshed_at  # type: ignore[no-any-return]
 
 
 # --- journeys: the cohort behind the headline numbers ----------------------------------------
 
-
-def _journeys(
-    dialect: str,
-    store_id: str,
-    start: datetime,
-    end: datetime,
-    *,
-    dimension: str | None = None,
-    currency: str = "USD",
-) -> sa.Subquery:
-    """One row per journey started in ``[start, end)``: its arm, funnel flags, money."""
-    d, m, o = decision_t, message_t, outcome_t
-    sent = m.c.status.in_(SENT_STATUSES)
-    converted = o.c.converted.is_(True)
-    first = d.c.touch == 1
-    opened = sa.exists().where(open_t.c.message_id == m.c.id)
-    clicked = sa.exists().where(click_t.c.message_id == m.c.id)
-    cols: list[Any] = [
-        d.c.cart_id,
-        d.c.journey,
-        sa.func.max(sa.case((first, d.c.arm_key))).label("arm"),
-        sa.func.min(d.c.decided_at).label("started"),
-        sa.func.max(_flag(sent)).label("messaged"),
-        sa.func.max(_flag(sa.and_(sent, opened))).label("opened"),
-        sa.func.max(_flag(sa.and_(sent, clicked))).label("clicked"),
-        sa.func.max(_flag(converted)).label("converted"),
-        sa.func.max(_flag(sa.and_(converted, o.c.message_sent.is_(True)))).label("recovered"),
-        sa.func.max(sa.case((converted, o.c.revenue), else_=0.0)).label("revenue"),
-        sa.func.coalesce(sa.func.sum(o.c.discount_amount), 0.0).label("discount"),
-        sa.func.coalesce(sa.func.sum(sa.case((sent, m.c.cost), else_=0.0)), 0.0).label("cost"),
-    ]
-    if dimension is not None:
-        cols.append(
-            sa.func.max(sa.case((first, _segment(dimension, dialect, currency)))).label("seg")
-        )
-    return (
-        sa.select(*cols)
-        .select_from(
-            d.outerjoin(m, m.c.decision_id == d.c.id).outerjoin(o, o.c.decision_id == d.c.id)
-        )
-        # Later touches of a journey are decided after its first: from `start` on, all of them;
-        # HAVING keeps the journeys whose first touch falls in the range.
-        .where(d.c.store_id == store_id, d.c.decided_at >= start)
-        .group_by(d.c.cart_id, d.c.journey)
-        .having(sa.and_(sa.func.min(d.c.touch) == 1, sa.func.min(d.c.decided_at) < end))
-        .subquery("j")
-    )
+jday_t = rollups.journey_day_t
+dday_t = rollups.decision_day_t
+mday_t = rollups.message_day_t
 
 
-def _segment(dimension: str, dialect: str, currency: str) -> sa.ColumnElement[Any]:
-    d = decision_t
+def _days(table: sa.Table, store_id: str, start: datetime, end: datetime) -> list[Any]:
+    """Rows of the store's rollup ``table`` for the UTC days of ``[start, end)``."""
+    return [table.c.store_id == store_id, table.c.day >= start.date(), table.c.day < end.date()]
+
+
+def _segment_column(dimension: str) -> sa.ColumnElement[Any]:
     if dimension not in DIMENSIONS:
         raise ValueError(f"dimension must be one of {sorted(DIMENSIONS)}, not {dimension!r}")
-    if dimension == "channel":
-        return sa.func.coalesce(d.c.channel, HOLDOUT)
-    if dimension == "cart_value":
-        value = json_number(d.c.context, "cart_value", dialect)
-        labels = fmt.band_labels(currency)
-        edges = fmt.band_edges(currency)
-        whens = [(value < edge, label) for edge, label in zip(edges, labels, strict=False)]
-        return sa.case(*whens, else_=labels[-1])
-    key = DIMENSIONS[dimension]
-    assert key is not None
-    return sa.func.coalesce(json_text(d.c.context, key, dialect), "unknown")
+    column = "value_band" if dimension == "cart_value" else dimension
+    return jday_t.c[column]
 
 
-def _totals_columns(j: sa.Subquery, margin_rate: float) -> list[Any]:
-    margin = sa.literal(margin_rate, sa.Float)
-    profit = j.c.revenue * margin - j.c.discount - j.c.cost
+def _totals_columns(margin_rate: float) -> list[Any]:
+    """A group's journey totals, profit for ``margin_rate`` from the stored sums:
+    ``sum profit^2 = m^2 revenue_sq - 2 m rev_cost + cost_sq``."""
+    j = jday_t
+    m = sa.literal(margin_rate, sa.Float)
+
+    def total(x: Any, name: str) -> Any:
+        return sa.func.coalesce(sa.func.sum(x), 0).label(name)
+
     return [
-        sa.func.count().label("carts"),
-        sa.func.coalesce(sa.func.sum(j.c.messaged), 0).label("sends"),
-        sa.func.coalesce(sa.func.sum(j.c.opened), 0).label("opened"),
-        sa.func.coalesce(sa.func.sum(j.c.clicked), 0).label("clicked"),
-        sa.func.coalesce(sa.func.sum(j.c.converted), 0).label("conversions"),
-        sa.func.coalesce(sa.func.sum(j.c.recovered), 0).label("recovered"),
-        sa.func.coalesce(sa.func.sum(j.c.revenue), 0.0).label("revenue"),
-        sa.func.coalesce(sa.func.sum(j.c.revenue * j.c.revenue), 0.0).label("revenue_sq"),
-        sa.func.coalesce(
-            sa.func.sum(sa.case((j.c.recovered == 1, j.c.revenue), else_=0.0)), 0.0
-        ).label("recovered_revenue"),
-        sa.func.coalesce(sa.func.sum(j.c.discount), 0.0).label("discount_cost"),
-        sa.func.coalesce(sa.func.sum(j.c.cost), 0.0).label("message_cost"),
-        sa.func.coalesce(sa.func.sum(profit), 0.0).label("profit"),
-        sa.func.coalesce(sa.func.sum(profit * profit), 0.0).label("profit_sq"),
+        total(j.c.journeys, "carts"),
+        total(j.c.messaged, "sends"),
+        total(j.c.opened, "opened"),
+        total(j.c.clicked, "clicked"),
+        total(j.c.converted, "conversions"),
+        total(j.c.recovered, "recovered"),
+        total(j.c.revenue, "revenue"),
+        total(j.c.revenue_sq, "revenue_sq"),
+        total(j.c.recovered_revenue, "recovered_revenue"),
+        total(j.c.discount, "discount_cost"),
+        total(j.c.cost, "message_cost"),
+        total(j.c.revenue * m - j.c.discount - j.c.cost, "profit"),
+        total(m * m * j.c.revenue_sq - 2 * m * j.c.rev_cost + j.c.cost_sq, "profit_sq"),
     ]
 
 
@@ -318,57 +283,47 @@ class Overview:
 def overview(
     url: str, store_id: str, start: datetime, end: datetime, margin_rate: float
 ) -> Overview:
-    eng = engine(url)
-    j = _journeys(eng.dialect.name, store_id, start, end)
-    is_holdout = _flag(j.c.arm == HOLDOUT)
-    with eng.connect() as conn:
+    is_holdout = _flag(jday_t.c.arm == HOLDOUT)
+    with engine(url).connect() as conn:
+        cday = rollups.cart_day_t
         abandoned = conn.execute(
-            sa.select(sa.func.count()).where(
-                cart_t.c.store_id == store_id,
-                cart_t.c.abandoned_at >= start,
-                cart_t.c.abandoned_at < end,
-                cart_t.c.journey > 0,
+            sa.select(sa.func.coalesce(sa.func.sum(cday.c.abandoned), 0)).where(
+                *_days(cday, store_id, start, end)
             )
         ).scalar_one()
         rows = conn.execute(
-            sa.select(is_holdout.label("holdout"), *_totals_columns(j, margin_rate)).group_by(
-                is_holdout
-            )
+            sa.select(is_holdout.label("holdout"), *_totals_columns(margin_rate))
+            .where(*_days(jday_t, store_id, start, end))
+            .group_by(is_holdout)
         ).all()
     groups = {int(r.holdout): Group.from_row(r) for r in rows}
     return Overview(int(abandoned), groups.get(0, Group()), groups.get(1, Group()))
 
 
 def incremental(treated: Group, holdout: Group, group: str = "all") -> roi_mod.ROIRow:
-    """Incremental orders, revenue and profit against the holdout, and ROI.
-
-    The arithmetic is :mod:`experiments.roi`'s own (Welch intervals on the difference of
-    per-cart means, scaled to the treated carts), fed with totals the database summed.
-    ``roi._row`` is that function over sufficient statistics; it should become public in
-    ``experiments.roi`` (e.g. ``roi_from_totals``), and this call change with it.
-    """
-    return roi_mod._row(group, treated.totals(), holdout.totals(), treated.attributed(), 0.05)
+    """Incremental orders, revenue and profit against the holdout, and ROI: the arithmetic of
+    :func:`experiments.roi.roi_from_totals`, fed with totals the database summed."""
+    return roi_mod.roi_from_totals(group, treated.totals(), holdout.totals(), treated.attributed())
 
 
 @st.cache_data(ttl=TTL_AGGREGATE, show_spinner=False)
 def daily(url: str, store_id: str, start: datetime, end: datetime) -> pd.DataFrame:
     """Per day (UTC) of the first touch: journeys, messaged, clicked, ordered, revenue."""
-    eng = engine(url)
-    j = _journeys(eng.dialect.name, store_id, start, end)
-    day = day_of(j.c.started, eng.dialect.name)
+    j = jday_t
     query = (
         sa.select(
-            day.label("day"),
-            sa.func.count().label("abandoned"),
+            j.c.day,
+            sa.func.sum(j.c.journeys).label("abandoned"),
             sa.func.sum(j.c.messaged).label("messaged"),
             sa.func.sum(j.c.clicked).label("clicked"),
             sa.func.sum(j.c.converted).label("ordered"),
             sa.func.sum(j.c.revenue).label("revenue"),
         )
-        .group_by(day)
-        .order_by(day)
+        .where(*_days(j, store_id, start, end))
+        .group_by(j.c.day)
+        .order_by(j.c.day)
     )
-    with eng.connect() as conn:
+    with engine(url).connect() as conn:
         frame = pd.DataFrame(conn.execute(query).mappings().all())
     if frame.empty:
         return pd.DataFrame(
@@ -381,32 +336,19 @@ def daily(url: str, store_id: str, start: datetime, end: datetime) -> pd.DataFra
 @st.cache_data(ttl=TTL_AGGREGATE, show_spinner=False)
 def spend_by_channel(url: str, store_id: str, start: datetime, end: datetime) -> pd.DataFrame:
     """Per channel: messages that went out, their cost, and the discounts redeemed."""
-    d, m, o = decision_t, message_t, outcome_t
-    sent = m.c.status.in_(SENT_STATUSES)
-    channel = sa.func.coalesce(m.c.channel, d.c.channel)
+    d = dday_t
     query = (
         sa.select(
-            channel.label("channel"),
-            sa.func.sum(_flag(sent)).label("sends"),
-            sa.func.coalesce(sa.func.sum(sa.case((sent, m.c.cost), else_=0.0)), 0.0).label(
-                "message_cost"
-            ),
-            sa.func.coalesce(sa.func.sum(o.c.discount_amount), 0.0).label("discount_cost"),
+            d.c.channel,
+            sa.func.sum(d.c.sends).label("sends"),
+            sa.func.coalesce(sa.func.sum(d.c.message_cost), 0.0).label("message_cost"),
+            sa.func.coalesce(sa.func.sum(d.c.discount), 0.0).label("discount_cost"),
         )
-        .select_from(
-            d.outerjoin(m, m.c.decision_id == d.c.id).outerjoin(o, o.c.decision_id == d.c.id)
-        )
-        .where(
-            d.c.store_id == store_id,
-            d.c.decided_at >= start,
-            d.c.decided_at < end,
-            d.c.channel.is_not(None),
-        )
-        .group_by(channel)
-        .order_by(channel)
+        .where(*_days(d, store_id, start, end), d.c.channel != "")
+        .group_by(d.c.channel)
+        .order_by(d.c.channel)
     )
-    eng = engine(url)
-    with eng.connect() as conn:
+    with engine(url).connect() as conn:
         frame = pd.DataFrame(conn.execute(query).mappings().all())
     if frame.empty:
         return pd.DataFrame(columns=["channel", "sends", "message_cost", "discount_cost"])
@@ -414,6 +356,12 @@ def spend_by_channel(url: str, store_id: str, start: datetime, end: datetime) ->
 
 
 # --- segments ----------------------------------------------------------------------------------
+
+
+def _segment_label(dimension: str, value: Any, currency: str) -> str:
+    if dimension == "cart_value":
+        return fmt.band_labels(currency)[int(value)]
+    return str(value)
 
 
 @st.cache_data(ttl=TTL_AGGREGATE, show_spinner=False)
@@ -427,17 +375,18 @@ def segment_groups(
     currency: str,
 ) -> dict[str, tuple[Group, Group]]:
     """Per segment of ``dimension``: (treated, holdout) journey totals."""
-    eng = engine(url)
-    j = _journeys(eng.dialect.name, store_id, start, end, dimension=dimension, currency=currency)
-    is_holdout = _flag(j.c.arm == HOLDOUT)
-    query = sa.select(
-        j.c.seg.label("segment"), is_holdout.label("holdout"), *_totals_columns(j, margin_rate)
-    ).group_by(j.c.seg, is_holdout)
-    with eng.connect() as conn:
+    seg = _segment_column(dimension)
+    is_holdout = _flag(jday_t.c.arm == HOLDOUT)
+    query = (
+        sa.select(seg.label("segment"), is_holdout.label("holdout"), *_totals_columns(margin_rate))
+        .where(*_days(jday_t, store_id, start, end))
+        .group_by(seg, is_holdout)
+    )
+    with engine(url).connect() as conn:
         rows = conn.execute(query).all()
     out: dict[str, list[Group]] = {}
     for r in rows:  # one row per (segment, holdout): a handful
-        pair = out.setdefault(str(r.segment), [Group(), Group()])
+        pair = out.setdefault(_segment_label(dimension, r.segment, currency), [Group(), Group()])
         pair[int(r.holdout)] = Group.from_row(r)
     if dimension == "channel":
         # A holdout journey has no channel: each channel is compared with the whole holdout
@@ -454,23 +403,18 @@ def segment_arms(
     url: str, store_id: str, start: datetime, end: datetime, dimension: str, currency: str
 ) -> pd.DataFrame:
     """Per segment and arm: first-touch decisions (what the policy chose, and how often)."""
-    eng = engine(url)
-    d = decision_t
-    seg = _segment(dimension, eng.dialect.name, currency)
+    seg = _segment_column(dimension)
     query = (
-        sa.select(seg.label("segment"), d.c.arm_key.label("arm"), sa.func.count().label("n"))
-        .where(
-            d.c.store_id == store_id,
-            d.c.decided_at >= start,
-            d.c.decided_at < end,
-            d.c.touch == 1,
-        )
-        .group_by(seg, d.c.arm_key)
+        sa.select(seg.label("segment"), jday_t.c.arm, sa.func.sum(jday_t.c.journeys).label("n"))
+        .where(*_days(jday_t, store_id, start, end))
+        .group_by(seg, jday_t.c.arm)
     )
-    with eng.connect() as conn:
+    with engine(url).connect() as conn:
         frame = pd.DataFrame(conn.execute(query).mappings().all())
     if frame.empty:
         return pd.DataFrame(columns=["segment", "arm", "n", "share"])
+    frame["segment"] = [_segment_label(dimension, v, currency) for v in frame["segment"]]
+    frame["n"] = frame["n"].astype(int)
     frame["share"] = frame["n"] / frame.groupby("segment")["n"].transform("sum")
     return frame.sort_values(["segment", "n"], ascending=[True, False], ignore_index=True)
 
@@ -483,36 +427,28 @@ def arm_stats(
     url: str, store_id: str, start: datetime, end: datetime, margin_rate: float
 ) -> list[ArmStats]:
     """Per-arm statistics of the decisions in the range (``experiments.stats``)."""
-    d, m, o = decision_t, message_t, outcome_t
-    sent = m.c.status.in_(SENT_STATUSES)
-    converted = o.c.converted.is_(True)
-    margin = sa.literal(margin_rate, sa.Float)
-    revenue = sa.case((converted, o.c.revenue), else_=0.0)
-    discount = sa.func.coalesce(o.c.discount_amount, 0.0)
-    cost = sa.case((sent, m.c.cost), else_=0.0)
-    profit = revenue * margin - discount - cost
+    d = dday_t
+    m = sa.literal(margin_rate, sa.Float)
     query = (
         sa.select(
             d.c.arm_key.label("arm"),
-            sa.func.count().label("carts"),
-            sa.func.sum(_flag(sent)).label("sends"),
-            sa.func.sum(_flag(converted)).label("conversions"),
-            sa.func.sum(revenue).label("revenue"),
-            sa.func.sum(revenue * revenue).label("revenue_sq"),
-            sa.func.sum(discount).label("discount_cost"),
-            sa.func.sum(cost).label("message_cost"),
-            sa.func.sum(profit).label("profit"),
-            sa.func.sum(profit * profit).label("profit_sq"),
+            sa.func.sum(d.c.decisions).label("carts"),
+            sa.func.sum(d.c.sends).label("sends"),
+            sa.func.sum(d.c.conversions).label("conversions"),
+            sa.func.sum(d.c.revenue).label("revenue"),
+            sa.func.sum(d.c.revenue_sq).label("revenue_sq"),
+            sa.func.sum(d.c.discount).label("discount_cost"),
+            sa.func.sum(d.c.message_cost).label("message_cost"),
+            sa.func.sum(d.c.revenue * m - d.c.discount - d.c.message_cost).label("profit"),
+            sa.func.sum(m * m * d.c.revenue_sq - 2 * m * d.c.rev_cost + d.c.cost_sq).label(
+                "profit_sq"
+            ),
         )
-        .select_from(
-            d.outerjoin(m, m.c.decision_id == d.c.id).outerjoin(o, o.c.decision_id == d.c.id)
-        )
-        .where(d.c.store_id == store_id, d.c.decided_at >= start, d.c.decided_at < end)
+        .where(*_days(d, store_id, start, end))
         .group_by(d.c.arm_key)
         .order_by(d.c.arm_key)
     )
-    eng = engine(url)
-    with eng.connect() as conn:
+    with engine(url).connect() as conn:
         rows = conn.execute(query).all()
     totals = {
         r.arm: ArmTotals(
@@ -537,27 +473,24 @@ def arm_stats(
 # --- messages ----------------------------------------------------------------------------------
 
 
-@st.cache_data(ttl=TTL_RECENT, show_spinner=False)
+@st.cache_data(ttl=TTL_AGGREGATE, show_spinner=False)
 def messages_by_status(url: str, store_id: str, start: datetime, end: datetime) -> pd.DataFrame:
     """Per channel and status: messages, cost, opened, clicked (created in the range)."""
-    m = message_t
-    opened = sa.exists().where(open_t.c.message_id == m.c.id)
-    clicked = sa.exists().where(click_t.c.message_id == m.c.id)
+    m = mday_t
     query = (
         sa.select(
             m.c.channel,
             m.c.status,
-            sa.func.count().label("messages"),
+            sa.func.sum(m.c.messages).label("messages"),
             sa.func.coalesce(sa.func.sum(m.c.cost), 0.0).label("cost"),
-            sa.func.sum(_flag(opened)).label("opened"),
-            sa.func.sum(_flag(clicked)).label("clicked"),
+            sa.func.sum(m.c.opened).label("opened"),
+            sa.func.sum(m.c.clicked).label("clicked"),
         )
-        .where(m.c.store_id == store_id, m.c.created_at >= start, m.c.created_at < end)
+        .where(*_days(m, store_id, start, end))
         .group_by(m.c.channel, m.c.status)
         .order_by(m.c.channel, m.c.status)
     )
-    eng = engine(url)
-    with eng.connect() as conn:
+    with engine(url).connect() as conn:
         frame = pd.DataFrame(conn.execute(query).mappings().all())
     if frame.empty:
         return pd.DataFrame(columns=["channel", "status", "messages", "cost", "opened", "clicked"])
@@ -599,58 +532,49 @@ def recent_messages(
     return frame
 
 
-@st.cache_data(ttl=TTL_RECENT, show_spinner=False)
+@st.cache_data(ttl=TTL_AGGREGATE, show_spinner=False)
 def failures(url: str, store_id: str, start: datetime, end: datetime) -> pd.DataFrame:
     """Failed sends by channel and reason (the decision's ``state_reason``), with the newest
     error text of each."""
-    m, d = message_t, decision_t
-    reason = sa.func.coalesce(d.c.state_reason, m.c.error_kind, "unknown")
+    m = mday_t
+    messages = sa.func.sum(m.c.messages)
     query = (
         sa.select(
             m.c.channel,
-            reason.label("reason"),
-            sa.func.max(m.c.error_kind).label("error_kind"),
-            sa.func.count().label("messages"),
-            sa.func.max(m.c.error).label("example"),
-            sa.func.max(m.c.created_at).label("last"),
+            m.c.reason,
+            sa.func.max(sa.func.nullif(m.c.error_kind, "")).label("error_kind"),
+            messages.label("messages"),
+            sa.func.max(m.c.example).label("example"),
+            sa.func.max(m.c.last_at).label("last"),
         )
-        .select_from(m.join(d, d.c.id == m.c.decision_id))
-        .where(
-            m.c.store_id == store_id,
-            m.c.created_at >= start,
-            m.c.created_at < end,
-            m.c.status == MessageStatus.FAILED,
-        )
-        .group_by(m.c.channel, reason)
-        .order_by(sa.func.count().desc())
+        .where(*_days(m, store_id, start, end), m.c.status == MessageStatus.FAILED)
+        .group_by(m.c.channel, m.c.reason)
+        .order_by(messages.desc())
     )
-    eng = engine(url)
-    with eng.connect() as conn:
-        return pd.DataFrame(conn.execute(query).mappings().all())
+    with engine(url).connect() as conn:
+        frame = pd.DataFrame(conn.execute(query).mappings().all())
+    if not frame.empty:
+        frame["messages"] = frame["messages"].astype(int)
+    return frame
 
 
-@st.cache_data(ttl=TTL_RECENT, show_spinner=False)
+@st.cache_data(ttl=TTL_AGGREGATE, show_spinner=False)
 def skipped(url: str, store_id: str, start: datetime, end: datetime) -> pd.DataFrame:
     """Touches that were not sent, by state and reason (holdout, no consent, cap, ordered…)."""
-    d = decision_t
+    d = dday_t
+    touches = sa.func.sum(d.c.decisions)
     query = (
-        sa.select(
-            d.c.state,
-            sa.func.coalesce(d.c.state_reason, "—").label("reason"),
-            sa.func.count().label("touches"),
-        )
-        .where(
-            d.c.store_id == store_id,
-            d.c.decided_at >= start,
-            d.c.decided_at < end,
-            d.c.state.in_(("skipped", "void")),
-        )
-        .group_by(d.c.state, d.c.state_reason)
-        .order_by(sa.func.count().desc())
+        sa.select(d.c.state, d.c.reason, touches.label("touches"))
+        .where(*_days(d, store_id, start, end), d.c.state.in_(("skipped", "void")))
+        .group_by(d.c.state, d.c.reason)
+        .order_by(touches.desc())
     )
-    eng = engine(url)
-    with eng.connect() as conn:
-        return pd.DataFrame(conn.execute(query).mappings().all())
+    with engine(url).connect() as conn:
+        frame = pd.DataFrame(conn.execute(query).mappings().all())
+    if not frame.empty:
+        frame["reason"] = frame["reason"].replace("", "—")
+        frame["touches"] = frame["touches"].astype(int)
+    return frame
 
 
 @st.cache_data(ttl=TTL_RECENT, show_spinner=False)
@@ -759,3 +683,143 @@ def queue_health(redis_url: str | None, data_dir: str, namespace: str) -> QueueH
 def clear_caches() -> None:
     """Forget every cached query (the refresh button, and tests between databases)."""
     st.cache_data.clear()
+
+
+# --- experiments -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExperimentRow:
+    """One line of the experiments list."""
+
+    id: str
+    name: str
+    status: str
+    mode: str
+    arms: tuple[str, ...]
+    holdout_share: float
+    attribution_window_days: float
+    touch: int | None
+    created_at: datetime
+    started_at: datetime | None
+    stopped_at: datetime | None
+    winner: str | None
+    decisions: int
+
+
+@st.cache_data(ttl=TTL_RECENT, show_spinner=False)
+def experiments(url: str, store_id: str) -> list[ExperimentRow]:
+    """The store's experiments, newest first, with how many touches each decided."""
+    cells = rollups.experiment_cell_t
+    with engine(url).connect() as conn:
+        rows = lifecycle.list_experiments(conn, store_id=store_id)
+        if not rows:
+            return []
+        counts: dict[str, int] = dict(
+            conn.execute(
+                sa.select(cells.c.experiment_id, sa.func.sum(cells.c.decisions))
+                .where(cells.c.experiment_id.in_([r.id for r in rows]), cells.c.unit == "decision")
+                .group_by(cells.c.experiment_id)
+            ).all()
+        )
+    return [
+        ExperimentRow(
+            id=r.id,
+            name=r.name,
+            status=r.status,
+            mode=r.mode,
+            arms=tuple(r.arms),
+            holdout_share=float(r.holdout_share),
+            attribution_window_days=float(r.attribution_window_days),
+            touch=r.touch,
+            created_at=r.created_at,
+            started_at=r.started_at,
+            stopped_at=r.stopped_at,
+            winner=r.winner,
+            decisions=int(counts.get(r.id) or 0),
+        )
+        for r in rows
+    ]
+
+
+@st.cache_data(ttl=TTL_AGGREGATE, show_spinner=False)
+def experiment_report(
+    url: str, store_id: str, name: str, first_day: date, last_day: date
+) -> exp_report.ExperimentReport:
+    """The experiment's report (``experiments.report.summarize``, as the CLI and the API
+    compute it) from its stored cells; ROI over ``[first_day, last_day]``, everything else
+    over the whole experiment."""
+    with engine(url).connect() as conn:
+        exp = lifecycle.get(conn, store_id=store_id, name=name)
+        cells = {
+            unit: Tallies.from_rows(rollups.experiment_cells(conn, experiment_id=exp.id, unit=unit))
+            for unit in exp_report.UNITS
+        }
+    return exp_report.summarize(
+        exp, cells["decision"], cells["journey"], start=first_day, end=last_day
+    )
+
+
+def experiment_spec(url: str, store_id: str, name: str) -> lifecycle.Spec:
+    with engine(url).connect() as conn:
+        return lifecycle.spec_of(lifecycle.get(conn, store_id=store_id, name=name))
+
+
+def act_on_experiment(
+    url: str, store_id: str, name: str, action: str, arm: str | None = None
+) -> None:
+    """start / pause / stop / promote (``arm``), as ``nudge experiment …`` does; raises
+    :class:`experiments.lifecycle.ExperimentError` with the reason when it cannot."""
+    now = datetime.now(UTC)
+    with engine(url).begin() as conn:
+        if action == "promote":
+            if arm is None:
+                raise lifecycle.ExperimentError("pick the arm to promote")
+            lifecycle.promote(conn, store_id=store_id, name=name, arm_key=arm, now=now)
+        else:
+            lifecycle.transition(conn, store_id=store_id, name=name, action=action, now=now)
+    clear_caches()
+
+
+def save_experiment(
+    url: str, store_id: str, editing: str | None, spec: lifecycle.Spec
+) -> dict[str, Any]:
+    """Create ``spec`` (``editing`` None) or change the experiment ``editing`` to it, with the
+    lifecycle's validation (its :class:`~experiments.lifecycle.ExperimentError` says why not)."""
+    now = datetime.now(UTC)
+    with engine(url).begin() as conn:
+        if editing is None:
+            row = lifecycle.create(conn, store_id=store_id, spec=spec, now=now)
+        else:
+            row = lifecycle.update(conn, store_id=store_id, name=editing, spec=spec, now=now)
+    clear_caches()
+    return row
+
+
+# --- messaging rules ---------------------------------------------------------------------------
+
+
+def save_rules(url: str, store_id: str, country: str, overrides: dict[str, Any]) -> None:
+    """Store the messaging rules that differ from the country's preset (empty: the preset).
+
+    Raises ``ValueError`` saying what is wrong; nothing is stored then.
+    """
+    from senders.compliance import PRESETS, Rules
+
+    rules = Rules.for_store(country, overrides)  # unknown keys, bad times: ValueError
+    if (rules.quiet_start is None) != (rules.quiet_end is None):
+        raise ValueError("quiet hours need both a start and an end")
+    if rules.quiet_start is not None and rules.quiet_start == rules.quiet_end:
+        raise ValueError("quiet hours must start and end at different times")
+    for key in ("sms_per_day", "messages_per_week"):
+        value = getattr(rules, key)
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"{key} must be a whole number of 0 or more, or empty for no cap")
+    preset = PRESETS.get(country.upper(), PRESETS["US"])
+    stored = {}
+    for key, value in overrides.items():
+        if value != getattr(preset, key):
+            stored[key] = value.strftime("%H:%M") if hasattr(value, "strftime") else value
+    with engine(url).begin() as conn:
+        conn.execute(sa.update(store_t).where(store_t.c.id == store_id).values(rules=stored))
+    clear_caches()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import math
 
+from experiments import rollups
+
 # Currencies without minor units in everyday use (ISO 4217 exponent 0).
 _ZERO_DECIMALS = {"KRW", "JPY", "VND", "CLP", "ISK", "HUF", "TWD"}
 _SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "KRW": "₩", "JPY": "¥", "CNY": "¥", "INR": "₹"}
-# Cart value bands are set in dollars; a currency worth far less scales them (1 USD ≈ 1,350 KRW
-# ≈ 150 JPY: round factors keep the band labels readable).
-_BAND_SCALE = {"KRW": 1000.0, "JPY": 100.0, "VND": 25000.0, "HUF": 300.0, "TWD": 30.0}
-BAND_EDGES_USD = (50.0, 100.0, 250.0)
 
 
 def decimals(currency: str) -> int:
@@ -59,8 +57,8 @@ def ratio(value: float | None) -> str:
 
 
 def band_edges(currency: str) -> tuple[float, ...]:
-    scale = _BAND_SCALE.get(currency.upper(), 1.0)
-    return tuple(edge * scale for edge in BAND_EDGES_USD)
+    """The cart value bands' edges the rollups sort carts by (``experiments.rollups``)."""
+    return rollups.band_edges(currency)
 
 
 def band_labels(currency: str) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from typer.testing import CliRunner
 
+import store.sql
 import ui.data
 import ui.format
 from nudge.cli import app
@@ -15,7 +16,7 @@ from settings import Settings
 from ui.format import band_labels, money, pct
 
 
-@pytest.mark.parametrize("module", [ui.format, ui.data])
+@pytest.mark.parametrize("module", [ui.format, ui.data, store.sql])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

@@ -270,3 +270,20 @@ def test_without_a_store_every_page_says_how_to_start(
         at.switch_page(page).run()
         assert_clean(at)
         assert "nudge store create" in texts(at)
+
+
+def test_an_unmigrated_database_says_to_migrate(
+    env: Callable[..., Settings], tmp_path: Any, app: Callable[[], AppTest]
+) -> None:
+    from nudge.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0005")  # the schema before the dashboard's rollups
+    env(database_url=url)
+    with get_engine(url).begin() as conn:
+        create_store(conn, name="Acme Outdoor")
+    at = app().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "The database's schema is older than this dashboard: run `nudge migrate`, then reload."
+    ]

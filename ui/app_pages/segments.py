@@ -9,16 +9,17 @@ import streamlit as st
 from experiments.stats import Estimate
 from ui import charts, context, data
 from ui import format as fmt
-from ui.i18n import t
+from ui.i18n import bound, t
 
 f = context.filters()
+tr = bound()  # t() for format_func: in the language of this run
 cur = f.currency
 st.title(t("segments.title"))
 dimension = (
     st.segmented_control(
         t("segments.dimension"),
         options=list(data.DIMENSIONS),
-        format_func=lambda d: t(f"dim.{d}"),
+        format_func=lambda d: tr(f"dim.{d}"),
         default="device",
         key="dimension",
     )
