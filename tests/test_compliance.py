@@ -238,7 +238,10 @@ def test_frequency_cap_skips_the_touch_over_it(env_settings: Settings, sink: Smt
 def test_unsubscribe_suppresses_at_once_and_only_new_consent_lifts_it(
     env_settings: Settings, sink: SmtpSink
 ) -> None:
-    rt = runtime(env_settings, utc(2026, 11, 23, 15, 0))
+    # The unsubscribe endpoint stamps the suppression with the wall clock; the journey runs on
+    # the test's clock, which must therefore be ahead of it: tomorrow, 10:00 in New York.
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    rt = runtime(env_settings, tomorrow.replace(hour=15, minute=0, second=0, microsecond=0))
     clock: Clock = rt.clock  # type: ignore[assignment]
     us = store(rt, "Outdoor")
     abandon(rt, us, timezone=NEW_YORK)
