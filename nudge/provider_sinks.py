@@ -159,6 +159,11 @@ class HttpSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as the providers' APIs (every answer carries its Content-Length);
+            # without Nagle, so an answer's body is not held back waiting for an ACK.
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
             def do_POST(self) -> None:
                 sink._handle(self)
 

@@ -13,9 +13,8 @@ import dramatiq
 
 from experiments.runtime import StorePolicies
 from optimizer import Policy
-from senders import journey
+from senders import journey, sending
 from senders.broker import placeholder
-from senders.errors import PermanentSendError
 from settings import get_settings
 from store.db import get_engine
 
@@ -46,15 +45,29 @@ def runtime() -> journey.Runtime:
 
 
 def enqueue(follow_ups: Iterable[journey.FollowUp]) -> None:
-    """Queue follow-ups; checks due at the same time travel as one message."""
+    """Queue follow-ups; checks due at the same time travel as one message, and so do sends
+    due within a second of each other (up to ``SENDS_PER_MESSAGE``)."""
     checks: dict[int, list[int]] = {}
+    sends: list[tuple[int, str]] = []
     for f in follow_ups:
         if f.actor == "check_cart":
             checks.setdefault(f.delay_ms, []).append(int(f.arg))
         else:
-            send_touch.send_with_options(args=(f.arg,), delay=f.delay_ms or None)
+            sends.append((f.delay_ms, str(f.arg)))
     for delay_ms, cart_ids in checks.items():
         schedule_checks(cart_ids, delay_ms)
+    batch: list[str] = []
+    first = last = 0
+    for delay_ms, decision_id in sorted(sends):
+        if batch and (len(batch) == SENDS_PER_MESSAGE or delay_ms - first > SEND_WINDOW_MS):
+            send_touches.send_with_options(args=(batch,), delay=last or None)
+            batch = []
+        if not batch:
+            first = delay_ms
+        batch.append(decision_id)
+        last = delay_ms  # a batch leaves with its latest touch: none goes early
+    if batch:
+        send_touches.send_with_options(args=(batch,), delay=last or None)
 
 
 def schedule_checks(cart_ids: list[int], delay_ms: int) -> None:
@@ -66,6 +79,13 @@ def schedule_checks(cart_ids: list[int], delay_ms: int) -> None:
 
 #: How many carts one abandonment-check message carries at most.
 CHECKS_PER_MESSAGE = 500
+#: How many touches one send message carries at most: enough to spread a claim's queries and
+#: a connection's set-up over many sends, few enough that a batch finishes well inside its
+#: leases (``NUDGE_SEND_LEASE_SECONDS``) even against a slow provider.
+SENDS_PER_MESSAGE = 50
+#: Touches due within this many milliseconds of each other travel together (each at most this
+#: much after its time; Dramatiq's own delays are up to a second late anyway).
+SEND_WINDOW_MS = 1000
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=20, time_limit=300_000)
@@ -84,12 +104,34 @@ def check_carts(cart_ids: list[int]) -> None:
     max_retries=12,
     min_backoff=2_000,
     max_backoff=600_000,
+    time_limit=600_000,
+)
+def send_touches(decision_ids: list[str]) -> None:
+    """Send these touches (each at most once), then schedule the journeys' next ones.
+
+    Touches a provider answered "later" make the message fail, so Dramatiq retries it with
+    backoff (or after the provider's Retry-After): the retry finds those touches' records
+    waiting and the others done.
+    """
+    report = sending.send_touches(runtime(), decision_ids)
+    enqueue(report.follow_ups)
+    if report.transient:
+        wait = report.retry_after
+        if wait is not None:
+            raise dramatiq.Retry(f"a provider asked to wait {wait:g} s", delay=int(wait * 1000))
+        raise report.transient[0]
+
+
+@dramatiq.actor(
+    queue_name=QUEUE,
+    max_retries=12,
+    min_backoff=2_000,
+    max_backoff=600_000,
     time_limit=120_000,
-    throws=(PermanentSendError,),
 )
 def send_touch(decision_id: str) -> None:
-    """Send one touch of a journey (at most once), then schedule the next."""
-    enqueue(journey.send_touch(runtime(), decision_id))
+    """Send one touch: :func:`send_touches` of one (messages queued by earlier versions)."""
+    send_touches.fn([decision_id])
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)

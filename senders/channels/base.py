@@ -48,7 +48,9 @@ class SendResult:
 
 
 class Channel(Protocol):
-    """A channel adapter. One instance serves one send; use it as a context manager."""
+    """A channel adapter; use it as a context manager. One instance serves any number of sends
+    in turn (prepare, deliver, prepare, …) over one connection or HTTP session; a message
+    prepared but not delivered is dropped by the next ``prepare``."""
 
     name: str
 

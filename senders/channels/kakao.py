@@ -54,7 +54,8 @@ API_PATH = "/alimtalk/v2.3/appkeys/{app_key}/messages"
 
 
 class AlimTalk:
-    """KakaoTalk AlimTalk with an LMS fallback. ``prepare`` builds; ``deliver`` POSTs."""
+    """KakaoTalk AlimTalk with an LMS fallback. ``prepare`` builds; ``deliver`` POSTs. One
+    instance sends any number of messages in turn through one client (HTTP keep-alive)."""
 
     name = "kakao"
 
@@ -72,6 +73,7 @@ class AlimTalk:
     def prepare(self, message: Outgoing) -> None:
         """Validate and build the provider request. No network."""
         s = self.settings
+        self._request = None
         if not (s.alimtalk_app_key and s.alimtalk_secret and s.alimtalk_sender_key):
             raise PermanentSendError(
                 "AlimTalk is not configured (NUDGE_ALIMTALK_APP_KEY, NUDGE_ALIMTALK_SECRET, "
@@ -106,10 +108,11 @@ class AlimTalk:
             "templateCode": message.template,
             "recipientList": [entry],
         }
-        self._client = httpx.Client(
-            base_url=s.alimtalk_base_url.rstrip("/"),
-            timeout=httpx.Timeout(s.alimtalk_timeout_seconds),
-        )
+        if self._client is None:  # one client (HTTP keep-alive) for every send
+            self._client = httpx.Client(
+                base_url=s.alimtalk_base_url.rstrip("/"),
+                timeout=httpx.Timeout(s.alimtalk_timeout_seconds),
+            )
         self._request = self._client.build_request(
             "POST",
             API_PATH.format(app_key=s.alimtalk_app_key),
@@ -124,8 +127,9 @@ class AlimTalk:
     def deliver(self) -> SendResult:
         """Send the request; read the one recipient's result."""
         assert self._client is not None and self._request is not None, "prepare() first"
+        request, self._request = self._request, None
         try:
-            response = self._client.send(self._request)
+            response = self._client.send(request)
         except httpx.TransportError as exc:  # timeouts, refused or dropped connections
             raise ConnectionError(
                 f"AlimTalk: connection lost during send ({type(exc).__name__})"
