@@ -6,8 +6,9 @@ Actors take ids, never objects, and are idempotent: running one twice changes no
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
+from typing import TypeVar
 
 import dramatiq
 
@@ -21,6 +22,7 @@ from store.db import get_engine
 logger = logging.getLogger(__name__)
 
 QUEUE = "nudge"
+T = TypeVar("T")
 # Actors bind to the placeholder until setup_broker() re-binds them to the real broker.
 assert dramatiq.get_broker() is placeholder
 
@@ -45,29 +47,36 @@ def runtime() -> journey.Runtime:
 
 
 def enqueue(follow_ups: Iterable[journey.FollowUp]) -> None:
-    """Queue follow-ups; checks due at the same time travel as one message, and so do sends
-    due within a second of each other (up to ``SENDS_PER_MESSAGE``)."""
-    checks: dict[int, list[int]] = {}
+    """Queue follow-ups. Those due within a second of each other travel as one message
+    (up to ``CHECKS_PER_MESSAGE`` carts or ``SENDS_PER_MESSAGE`` touches), which leaves with
+    the latest of them: nothing is checked or sent early."""
+    checks: list[tuple[int, int]] = []
     sends: list[tuple[int, str]] = []
     for f in follow_ups:
         if f.actor == "check_cart":
-            checks.setdefault(f.delay_ms, []).append(int(f.arg))
+            checks.append((f.delay_ms, int(f.arg)))
         else:
             sends.append((f.delay_ms, str(f.arg)))
-    for delay_ms, cart_ids in checks.items():
-        schedule_checks(cart_ids, delay_ms)
-    batch: list[str] = []
+    for delay_ms, cart_ids in _together(checks, CHECKS_PER_MESSAGE):
+        check_carts.send_with_options(args=(cart_ids,), delay=delay_ms or None)
+    for delay_ms, decision_ids in _together(sends, SENDS_PER_MESSAGE):
+        send_touches.send_with_options(args=(decision_ids,), delay=delay_ms or None)
+
+
+def _together(items: list[tuple[int, T]], most: int) -> Iterator[tuple[int, list[T]]]:
+    """(delay, args) groups of items due within ``WINDOW_MS`` of the group's first."""
+    batch: list[T] = []
     first = last = 0
-    for delay_ms, decision_id in sorted(sends):
-        if batch and (len(batch) == SENDS_PER_MESSAGE or delay_ms - first > SEND_WINDOW_MS):
-            send_touches.send_with_options(args=(batch,), delay=last or None)
+    for delay_ms, arg in sorted(items):
+        if batch and (len(batch) == most or delay_ms - first > WINDOW_MS):
+            yield last, batch
             batch = []
         if not batch:
             first = delay_ms
-        batch.append(decision_id)
-        last = delay_ms  # a batch leaves with its latest touch: none goes early
+        batch.append(arg)
+        last = delay_ms
     if batch:
-        send_touches.send_with_options(args=(batch,), delay=last or None)
+        yield last, batch
 
 
 def schedule_checks(cart_ids: list[int], delay_ms: int) -> None:
@@ -83,9 +92,9 @@ CHECKS_PER_MESSAGE = 500
 #: a connection's set-up over many sends, few enough that a batch finishes well inside its
 #: leases (``NUDGE_SEND_LEASE_SECONDS``) even against a slow provider.
 SENDS_PER_MESSAGE = 50
-#: Touches due within this many milliseconds of each other travel together (each at most this
-#: much after its time; Dramatiq's own delays are up to a second late anyway).
-SEND_WINDOW_MS = 1000
+#: Follow-ups due within this many milliseconds of each other travel together (each at most
+#: this much after its time; Dramatiq's own delays are up to a second late anyway).
+WINDOW_MS = 1000
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=20, time_limit=300_000)
