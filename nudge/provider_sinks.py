@@ -82,6 +82,7 @@ class Exchange:
     path: str
     headers: Mapping[str, str]  # lower-case names
     body: bytes
+    peer: tuple[str, int] = ("", 0)  # the client's address: one per connection
 
 
 class HttpSink:
@@ -93,6 +94,7 @@ class HttpSink:
         self._plan: deque[Planned] = deque()
         self._cond = threading.Condition()
         self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -130,6 +132,7 @@ class HttpSink:
             path=handler.path,
             headers={k.lower(): v for k, v in handler.headers.items()},
             body=body,
+            peer=(str(handler.client_address[0]), int(handler.client_address[1])),
         )
         with self._cond:
             self.exchanges.append(exchange)
@@ -164,6 +167,16 @@ class HttpSink:
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True
 
+            def setup(self) -> None:
+                super().setup()
+                with sink._cond:
+                    sink._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with sink._cond:
+                    sink._connections.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:
                 sink._handle(self)
 
@@ -185,11 +198,19 @@ class HttpSink:
         return self
 
     def stop(self) -> None:
+        """Stop serving; open (keep-alive) connections are closed too, as a restart would."""
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._cond:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self) -> Any:
         return self.start()
