@@ -340,7 +340,13 @@ def _demo_experiment(settings: Settings) -> None:
             create(
                 conn,
                 store_id=store_id,
-                spec=Spec("demo-bandit", DEMO_ARMS, holdout_share=0.10, max_discount_pct=15),
+                spec=Spec(
+                    "demo-bandit",
+                    DEMO_ARMS,
+                    holdout_share=0.10,
+                    max_discount_pct=15,
+                    message_cost=settings.message_costs(),
+                ),
                 now=now,
             )
         except ExperimentError:
