@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     # AlimTalk about 8 KRW, an LMS fallback about 30 KRW.
     alimtalk_price: float = Field(default=0.006, ge=0)
     lms_price: float = Field(default=0.022, ge=0)
+    # The provider reports later whether an AlimTalk arrived or went out as its LMS fallback:
+    # asked this many (real) seconds after the send, and again as often until it knows, for
+    # at most alimtalk_check_hours.
+    alimtalk_check_seconds: float = Field(default=60.0, gt=0)
+    alimtalk_check_hours: float = Field(default=24.0, gt=0)
     # A coupon minted for a discounted touch is valid this long.
     coupon_valid_days: float = Field(default=7.0, gt=0)
 

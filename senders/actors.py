@@ -14,7 +14,7 @@ import dramatiq
 
 from experiments.runtime import StorePolicies
 from optimizer import Policy
-from senders import journey, sending
+from senders import delivery, journey, sending
 from senders.broker import placeholder
 from settings import get_settings
 from store.db import get_engine
@@ -52,15 +52,20 @@ def enqueue(follow_ups: Iterable[journey.FollowUp]) -> None:
     the latest of them: nothing is checked or sent early."""
     checks: list[tuple[int, int]] = []
     sends: list[tuple[int, str]] = []
+    deliveries: list[tuple[int, str]] = []
     for f in follow_ups:
         if f.actor == "check_cart":
             checks.append((f.delay_ms, int(f.arg)))
+        elif f.actor == "check_delivery":
+            deliveries.append((f.delay_ms, str(f.arg)))
         else:
             sends.append((f.delay_ms, str(f.arg)))
     for delay_ms, cart_ids in _together(checks, CHECKS_PER_MESSAGE):
         check_carts.send_with_options(args=(cart_ids,), delay=delay_ms or None)
     for delay_ms, decision_ids in _together(sends, SENDS_PER_MESSAGE):
         send_touches.send_with_options(args=(decision_ids,), delay=delay_ms or None)
+    for delay_ms, message_ids in _together(deliveries, SENDS_PER_MESSAGE):
+        check_deliveries.send_with_options(args=(message_ids,), delay=delay_ms or None)
 
 
 def _together(items: list[tuple[int, T]], most: int) -> Iterator[tuple[int, list[T]]]:
@@ -141,6 +146,13 @@ def send_touches(decision_ids: list[str]) -> None:
 def send_touch(decision_id: str) -> None:
     """Send one touch: :func:`send_touches` of one (messages queued by earlier versions)."""
     send_touches.fn([decision_id])
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=3, time_limit=300_000)
+def check_deliveries(message_ids: list[str]) -> None:
+    """Ask the providers how these sent messages ended (AlimTalk: as itself, or as its
+    SMS/LMS fallback, or not at all); those still unknown are asked again later."""
+    delivery.check_deliveries(runtime(), message_ids)
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)

@@ -40,7 +40,7 @@ store_t: sa.Table = Store.__table__  # type: ignore[attr-defined]
 class FollowUp:
     """A message to put on the broker after commit."""
 
-    actor: str  # "check_cart" | "send_touch"
+    actor: str  # "check_cart" | "send_touch" | "check_delivery"
     arg: int | str
     delay_ms: int = 0
 
@@ -60,6 +60,7 @@ class SweepReport:
     reclaimed: int = 0
     uncertain: int = 0
     closed: int = 0
+    deliveries: int = 0  # messages whose provider is asked how they ended
     follow_ups: list[FollowUp] = field(default_factory=list)
 
 
@@ -367,6 +368,7 @@ def sweep(rt: Runtime, *, limit: int = 1000) -> SweepReport:
     - carts idle past the abandonment time whose check got lost → check them;
     - touches due soon that are not on the broker → enqueue them;
     - sends whose worker died before hand-off → retry; during hand-off → mark uncertain;
+    - messages whose provider reports later how they ended → ask it;
     - attribution windows that closed without an order → record the non-conversion.
     """
     s = rt.settings
@@ -420,6 +422,12 @@ def sweep(rt: Runtime, *, limit: int = 1000) -> SweepReport:
         ).scalars():
             report.follow_ups.append(FollowUp("send_touch", decision_id))
             report.reclaimed += 1
+
+        from senders import delivery  # it builds on this module
+
+        for message_id in delivery.due(conn, rt, now, limit):
+            report.follow_ups.append(FollowUp("check_delivery", message_id))
+            report.deliveries += 1
 
     report.uncertain, follow_ups = _settle_uncertain(rt, now, limit)
     report.follow_ups += follow_ups

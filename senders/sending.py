@@ -758,6 +758,7 @@ def _record_sent(
             cost=sa.bindparam("price"),
             detail=sa.bindparam("about"),
             sent_at=now,
+            next_check_at=sa.bindparam("check"),
         ),
         [
             {
@@ -765,6 +766,7 @@ def _record_sent(
                 "provider": r.provider_id[:255],
                 "price": r.cost,
                 "about": r.detail,
+                "check": None if r.check_after is None else now + timedelta(seconds=r.check_after),
             }
             for s, r in sent
         ],

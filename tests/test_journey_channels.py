@@ -14,15 +14,15 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
-from nudge.provider_sinks import PushSink, TwilioSink, vapid_keys
+from nudge.provider_sinks import AlimTalkSink, PushSink, TwilioSink, vapid_keys
 from optimizer import FixedSchedulePolicy
-from senders import journey
+from senders import delivery, journey
 from senders.errors import PermanentSendError
 from settings import Settings
 from store.db import get_engine
 from store.events import apply_events
 from store.schemas import EventIn
-from tests.factories import cart_event
+from tests.factories import cart_event, order_event
 
 SID, TOKEN, FROM = "AC" + "2" * 32, "journey-token", "+15005550006"
 VAPID_PRIVATE, VAPID_PUBLIC = vapid_keys()
@@ -196,3 +196,89 @@ def test_push_reminder_and_a_gone_subscription(
     (sup,) = rows(rt, "suppression")
     assert (sup.channel, sup.address) == ("push", browser.endpoint)
     assert len(push_service.received) == 1
+
+
+def test_alimtalk_fallback_reported_later_sets_route_and_cost(
+    env: Any, settings: Settings, store_key: tuple[str, str]
+) -> None:
+    assert settings.database_url
+    with AlimTalkSink("app-1", "secret-1", report_later=True) as provider:
+        s = env(
+            alimtalk_base_url=provider.url,
+            alimtalk_app_key="app-1",
+            alimtalk_secret="secret-1",
+            alimtalk_sender_key="sender-key-1",
+            alimtalk_resend_from="0212345678",
+            alimtalk_price=0.006,
+            lms_price=0.022,
+            alimtalk_check_seconds=60,
+            public_url="https://nudge.example.com",
+        )
+        rt = runtime(s, "kakao")
+        clock: Clock = rt.clock  # type: ignore[assignment]
+        store_id, _ = store_key
+        # Given a Korean shopper without KakaoTalk: the provider accepts, sends the LMS, and
+        # says so only when asked
+        provider.no_kakaotalk.add("01012345678")
+        abandon_and_wait(rt, store_id, sms_shopper("+821012345678"))
+        (sent,) = provider.sent
+        assert sent.via == "lms"
+        (message,) = rows(rt, "message")
+        assert (message.status, message.cost, message.detail) == ("sent", 0.006, None)
+        assert message.next_check_at == clock() + timedelta(seconds=60)
+
+        # The shopper buys before the provider is asked: the outcome has the AlimTalk price
+        with rt.engine.begin() as conn:
+            apply_events(
+                conn,
+                store_id=store_id,
+                events=[EventIn.model_validate(order_event(occurred_at=clock()))],
+                now=clock(),
+            )
+        (outcome,) = [o for o in rows(rt, "outcome") if o.message_sent]
+        assert outcome.message_cost == pytest.approx(0.006)
+
+        # Nothing is asked before its time; then the sweep puts the check on the broker once
+        assert journey.sweep(rt).deliveries == 0
+        clock.now += timedelta(seconds=61)
+        report = journey.sweep(rt)
+        checks = [f.arg for f in report.follow_ups if f.actor == "check_delivery"]
+        assert checks == [message.id] and journey.sweep(rt).deliveries == 0
+
+        # When it runs, the message and the decision's outcome get the LMS route and price
+        assert delivery.check_deliveries(rt, checks) == 1
+        (message,) = rows(rt, "message")
+        assert (message.delivery_status, message.detail) == ("delivered", "fallback:lms")
+        assert message.cost == pytest.approx(0.022) and message.next_check_at is None
+        (outcome,) = [o for o in rows(rt, "outcome") if o.message_sent]
+        assert outcome.message_cost == pytest.approx(0.022)
+
+
+def test_a_provider_that_never_knows_is_asked_again_then_given_up_on(
+    env: Any, settings: Settings, store_key: tuple[str, str]
+) -> None:
+    assert settings.database_url
+    with AlimTalkSink("app-1", "secret-1", report_later=True, report_after=3600) as provider:
+        s = env(
+            alimtalk_base_url=provider.url,
+            alimtalk_app_key="app-1",
+            alimtalk_secret="secret-1",
+            alimtalk_sender_key="sender-key-1",
+            alimtalk_check_seconds=60,
+            alimtalk_check_hours=2,
+        )
+        rt = runtime(s, "kakao")
+        clock: Clock = rt.clock  # type: ignore[assignment]
+        store_id, _ = store_key
+        abandon_and_wait(rt, store_id, sms_shopper("+821012345678"))
+        (message,) = rows(rt, "message")
+        clock.now += timedelta(seconds=61)
+        assert delivery.check_deliveries(rt, [message.id]) == 0  # READY: ask again
+        (pending,) = rows(rt, "message")
+        assert pending.delivery_status is None
+        assert pending.next_check_at == clock() + timedelta(seconds=60)
+        clock.now += timedelta(hours=2)
+        assert delivery.check_deliveries(rt, [message.id]) == 0
+        (given_up,) = rows(rt, "message")
+        assert (given_up.delivery_status, given_up.next_check_at) == ("unknown", None)
+        assert provider.queries == 2
