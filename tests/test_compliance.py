@@ -319,6 +319,69 @@ def test_coupon_is_minted_once_sent_and_redeemed_once(
     assert sum(o.discount_amount for o in outcomes.values()) == pytest.approx(23.8)
 
 
+@pytest.mark.usefixtures("env_settings")  # the SMTP server and database it configures
+def test_a_coupon_works_only_on_its_own_cart_only_once_and_not_after_it_expires(
+    env: Any, sink: SmtpSink
+) -> None:
+    s = env(coupon_valid_days=2)
+    rt = runtime(s, utc(2026, 11, 23, 15, 0), FixedSchedulePolicy(discount_pct=10.0))
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    us = store(rt, "Outdoor")
+    # Given two shoppers, each sent a 10% coupon (codes unique, valid two days)
+    abandon(rt, us, timezone=NEW_YORK)
+    abandon(rt, us, cart_id="c-2", customer_id="cust-2", email="kim@example.com", timezone=NEW_YORK)
+    clock.advance(minutes=60)
+    tick(rt)
+    sink.wait_for(2)
+    first, second = sorted(rows(rt, "coupon"), key=lambda c: c.created_at)
+    assert first.code != second.code
+    assert first.expires_at == first.created_at + timedelta(days=2)
+    by_decision = {d.id: d for d in decisions(rt)}
+    carts = {c.id: c.external_id for c in rows(rt, "cart")}
+    code_of = {carts[by_decision[c.decision_id].cart_id]: c.code for c in (first, second)}
+
+    # When the second shopper's order names the first shopper's code: not theirs, no discount
+    clock.advance(hours=1)
+    order = order_event("c-2", order_id="o-2", occurred_at=clock())
+    order["order"]["coupon_code"] = code_of["c-1001"]
+    post(rt, us, order)
+    assert all(c.redeemed_at is None for c in rows(rt, "coupon"))
+
+    # When the first shopper orders three days later with their own code: expired, no discount
+    clock.advance(days=3)
+    late = order_event(order_id="o-1", occurred_at=clock())
+    late["order"]["coupon_code"] = code_of["c-1001"]
+    post(rt, us, late)
+    assert all(c.redeemed_at is None for c in rows(rt, "coupon"))
+    assert all(o.discount_amount == 0.0 for o in rows(rt, "outcome"))
+    assert {o.converted for o in rows(rt, "outcome")} == {True}
+
+
+def test_a_coupon_is_redeemed_once_even_if_the_order_comes_twice(
+    env_settings: Settings, sink: SmtpSink
+) -> None:
+    rt = runtime(env_settings, utc(2026, 11, 23, 15, 0), FixedSchedulePolicy(discount_pct=15.0))
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    us = store(rt, "Outdoor")
+    abandon(rt, us, timezone=NEW_YORK)
+    clock.advance(minutes=60)
+    tick(rt)
+    sink.wait_for(1)
+    (coupon,) = rows(rt, "coupon")
+    clock.advance(hours=1)
+    for n in range(2):  # the same order delivered twice (a webhook retried, a new event id)
+        order = order_event(order_id="o-1", value=200.0, occurred_at=clock(), event_id=f"e-{n}")
+        order["order"]["coupon_code"] = coupon.code
+        post(rt, us, order)
+        clock.advance(minutes=1)
+    (coupon,) = rows(rt, "coupon")
+    assert coupon.order_id == "o-1"
+    # Both touches' decisions converted; the coupon's discount counted once, on its own
+    outcomes = {o.decision_id: o.discount_amount for o in rows(rt, "outcome")}
+    assert outcomes.pop(coupon.decision_id) == pytest.approx(30.0)
+    assert list(outcomes.values()) == [0.0]
+
+
 # --- any sequence of events ------------------------------------------------------------------
 
 
