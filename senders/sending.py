@@ -32,6 +32,7 @@ since, in ``handoff``: never sent again (at most once; the sweep settles them as
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ push_t: sa.Table = PushSubscription.__table__  # type: ignore[attr-defined]
 #: A touch due within this many seconds goes now (a duplicate message or clock skew may bring
 #: it a moment early); one due later is put back on the broker for its time.
 EARLY_SECONDS = 1.0
+#: Sends are recorded (with the provider's id, which its status callbacks name) at least this
+#: often during a batch, besides at its end.
+RECORD_SECONDS = 0.25
 #: How the logs name the channels.
 _CHANNEL_NAMES = {"email": "Email", "sms": "SMS", "push": "Push", "kakao": "KakaoTalk"}
 #: A touch whose decision row another worker holds right now is looked at again this much later.
@@ -522,10 +526,22 @@ def _stop(
 
 @dataclass
 class _Outcome:
+    """What the hand-offs did since the last record."""
+
     sent: list[tuple[_Send, SendResult]] = field(default_factory=list)
     failed: list[tuple[_Send, PermanentSendError]] = field(default_factory=list)
     released: list[tuple[_Send, TransientSendError]] = field(default_factory=list)
     late: list[_Send] = field(default_factory=list)  # the last look said no
+    since: float = field(default_factory=time.monotonic)
+
+    def record_due(self) -> bool:
+        """A provider's status callback names its own id for the message, so what was sent
+        is recorded at least every RECORD_SECONDS, not only at the end of a batch."""
+        return bool(self.sent) and time.monotonic() - self.since >= RECORD_SECONDS
+
+    def clear(self) -> None:
+        self.sent, self.failed, self.released, self.late = [], [], [], []
+        self.since = time.monotonic()
 
 
 def _hand_off(rt: Runtime, sends: Sequence[_Send], report: SendReport) -> None:
@@ -573,6 +589,9 @@ def _hand_off_channel(
                     report.uncertain += 1
                     continue
                 outcome.sent.append((send, result))
+                if outcome.record_due():
+                    _record(rt, outcome, report)
+                    outcome.clear()
             except PermanentSendError as exc:
                 outcome.failed.append((send, exc))
             except TransientSendError as exc:
