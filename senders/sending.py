@@ -69,9 +69,9 @@ push_t: sa.Table = PushSubscription.__table__  # type: ignore[attr-defined]
 #: A touch due within this many seconds goes now (a duplicate message or clock skew may bring
 #: it a moment early); one due later is put back on the broker for its time.
 EARLY_SECONDS = 1.0
-#: Sends are recorded (with the provider's id, which its status callbacks name) at least this
-#: often during a batch, besides at its end.
-RECORD_SECONDS = 0.25
+#: During a batch, the provider's ids of the messages sent are written at least this often
+#: (the rest of the record waits for the batch's end).
+NAME_SECONDS = 0.25
 #: How the logs name the channels.
 _CHANNEL_NAMES = {"email": "Email", "sms": "SMS", "push": "Push", "kakao": "KakaoTalk"}
 #: A touch whose decision row another worker holds right now is looked at again this much later.
@@ -532,16 +532,13 @@ class _Outcome:
     failed: list[tuple[_Send, PermanentSendError]] = field(default_factory=list)
     released: list[tuple[_Send, TransientSendError]] = field(default_factory=list)
     late: list[_Send] = field(default_factory=list)  # the last look said no
+    named: int = 0  # how many of ``sent`` have their provider id written already
     since: float = field(default_factory=time.monotonic)
 
-    def record_due(self) -> bool:
-        """A provider's status callback names its own id for the message, so what was sent
-        is recorded at least every RECORD_SECONDS, not only at the end of a batch."""
-        return bool(self.sent) and time.monotonic() - self.since >= RECORD_SECONDS
-
-    def clear(self) -> None:
-        self.sent, self.failed, self.released, self.late = [], [], [], []
-        self.since = time.monotonic()
+    def naming_due(self) -> bool:
+        """A provider's status callback names the message by the provider's id: a batch
+        writes the ids of what it sent at least every NAME_SECONDS, not only at its end."""
+        return len(self.sent) > self.named and time.monotonic() - self.since >= NAME_SECONDS
 
 
 def _hand_off(rt: Runtime, sends: Sequence[_Send], report: SendReport) -> None:
@@ -569,6 +566,8 @@ def _hand_off_channel(
 ) -> None:
     with open_channel(name, rt.settings) as channel:
         for i, send in enumerate(group):
+            if outcome.naming_due():
+                _name(rt, outcome)
             try:
                 channel.prepare(_render(rt, send))
                 now = rt.clock()
@@ -589,9 +588,6 @@ def _hand_off_channel(
                     report.uncertain += 1
                     continue
                 outcome.sent.append((send, result))
-                if outcome.record_due():
-                    _record(rt, outcome, report)
-                    outcome.clear()
             except PermanentSendError as exc:
                 outcome.failed.append((send, exc))
             except TransientSendError as exc:
@@ -705,6 +701,23 @@ class _LastLook:
 
 
 # --- 4. record -------------------------------------------------------------------------------
+
+
+def _name(rt: Runtime, outcome: _Outcome) -> None:
+    """Write the provider's ids of the messages sent since the last time (still in hand-off:
+    a crash now changes nothing), so a status callback finds its message."""
+    with rt.engine.begin() as conn:
+        conn.execute(
+            sa.update(message_t)
+            .where(message_t.c.id == sa.bindparam("m"))
+            .values(provider_id=sa.bindparam("provider")),
+            [
+                {"m": s.message_id, "provider": r.provider_id[:255]}
+                for s, r in outcome.sent[outcome.named :]
+            ],
+        )
+    outcome.named = len(outcome.sent)
+    outcome.since = time.monotonic()
 
 
 def _record(rt: Runtime, outcome: _Outcome, report: SendReport) -> None:

@@ -6,6 +6,7 @@ Twilio's Messages API, and real pywebpush against a local push service.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
-from nudge.provider_sinks import AlimTalkSink, PushSink, TwilioSink, vapid_keys
+from nudge.provider_sinks import AlimTalkSink, Planned, PushSink, TwilioSink, vapid_keys
 from optimizer import FixedSchedulePolicy
-from senders import delivery, journey
+from senders import delivery, journey, sending
 from senders.errors import PermanentSendError
 from settings import Settings
 from store.db import get_engine
@@ -282,3 +283,44 @@ def test_a_provider_that_never_knows_is_asked_again_then_given_up_on(
         (given_up,) = rows(rt, "message")
         assert (given_up.delivery_status, given_up.next_check_at) == ("unknown", None)
         assert provider.queries == 2
+
+
+def test_a_long_batch_writes_provider_ids_as_it_goes_for_the_status_callbacks(
+    channel_settings: Settings, twilio: TwilioSink, store_key: tuple[str, str]
+) -> None:
+    rt = runtime(channel_settings, "sms")
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    store_id, _ = store_key
+    events = []
+    for n in range(3):
+        e = sms_shopper(f"+1415555012{n}")
+        e["cart"]["id"], e["customer"]["id"], e["event_id"] = f"c-{n}", f"cust-{n}", f"e-{n}"
+        events.append(e)
+    with rt.engine.begin() as conn:
+        applied = apply_events(
+            conn, store_id=store_id, events=[EventIn.model_validate(e) for e in events], now=clock()
+        )
+    clock.now += timedelta(minutes=31)
+    for cart_id in applied.checks:
+        journey.check_cart(rt, cart_id)
+    clock.now += timedelta(minutes=60)
+    ids = [str(f.arg) for f in journey.sweep(rt).follow_ups if f.actor == "send_touch"]
+    # Given Twilio answers the second message slowly and the third more slowly still
+    twilio.plan(Planned(), Planned(delay=0.4), Planned(delay=3.0))
+    batch = threading.Thread(target=sending.send_touches, args=(rt, ids))
+    batch.start()
+
+    # Then, while the third is under way, the first two carry Twilio's ids already (a status
+    # callback for them finds them), still in hand-off until the batch records them as sent
+    def named() -> list[Any]:
+        return [m for m in rows(rt, "message") if m.provider_id]
+
+    twilio.wait_until(lambda: len(twilio.exchanges) == 3, timeout=10)
+    deadline = datetime.now(UTC) + timedelta(seconds=2)
+    while len(named()) < 2 and datetime.now(UTC) < deadline:
+        threading.Event().wait(0.05)
+    early = named()
+    assert len(early) == 2 and {m.status for m in early} == {"handoff"}
+    assert {m.provider_id for m in early} == {m.sid for m in twilio.messages[:2]}
+    batch.join(10)
+    assert sorted(m.status for m in rows(rt, "message")) == ["sent"] * 3
