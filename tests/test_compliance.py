@@ -30,10 +30,9 @@ from senders import compliance, journey, links
 from senders.broker import setup_broker
 from settings import Settings
 from store.db import dispose_engines, get_engine
-from store.events import apply_events
-from store.schemas import EventIn
 from store.stores import create_store
 from tests.factories import cart_event, order_event
+from tests.journeys import Clock, post, rows
 
 SEOUL, NEW_YORK = "Asia/Seoul", "America/New_York"
 
@@ -83,17 +82,6 @@ def test_next_allowed_minute(
 # --- the journey with the rules -------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
 def sink() -> Iterator[SmtpSink]:
     with SmtpSink() as s:
@@ -108,22 +96,6 @@ def runtime(settings: Settings, start: datetime, policy: Any = None) -> journey.
         policy_for=lambda _store: policy,
         clock=Clock(start),
     )
-
-
-def post(rt: journey.Runtime, store_id: str, *events: dict[str, Any]) -> Any:
-    with rt.engine.begin() as conn:
-        return apply_events(
-            conn,
-            store_id=store_id,
-            events=[EventIn.model_validate(e) for e in events],
-            now=rt.clock(),
-        )
-
-
-def rows(rt: journey.Runtime, table: str) -> list[Any]:
-    t = SQLModel.metadata.tables[table]
-    with rt.engine.connect() as conn:
-        return list(conn.execute(sa.select(t).order_by(*t.primary_key.columns)))
 
 
 def decisions(rt: journey.Runtime) -> list[Any]:

@@ -23,24 +23,12 @@ from senders import journey, sending
 from senders.errors import TransientSendError
 from settings import Settings
 from store.db import get_engine
-from store.events import apply_events
-from store.schemas import EventIn
 from store.stores import create_store
 from store.suppressions import suppress
 from tests.factories import cart_event, order_event
+from tests.journeys import Clock, post, rows
 
 NEW_YORK = "America/New_York"
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture
@@ -62,22 +50,6 @@ def rt(settings: Settings, sink: SmtpSink, env: Any) -> journey.Runtime:
         policy_for=lambda _store: policy,
         clock=Clock(start.replace(microsecond=0)),
     )
-
-
-def post(rt: journey.Runtime, store_id: str, *events: dict[str, Any]) -> Any:
-    with rt.engine.begin() as conn:
-        return apply_events(
-            conn,
-            store_id=store_id,
-            events=[EventIn.model_validate(e) for e in events],
-            now=rt.clock(),
-        )
-
-
-def rows(rt: journey.Runtime, table: str) -> list[Any]:
-    t = SQLModel.metadata.tables[table]
-    with rt.engine.connect() as conn:
-        return list(conn.execute(sa.select(t).order_by(*t.primary_key.columns)))
 
 
 def decisions(rt: journey.Runtime) -> dict[str, Any]:
