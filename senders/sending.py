@@ -586,7 +586,14 @@ def _hand_off_channel(
                     # The provider may hold it: the record stays in hand-off, never re-sent.
                     logger.warning("Message %s: %s; not sent again", send.message_id, exc)
                     report.uncertain += 1
-                    continue
+                    # A provider that hangs or drops connections would make every message
+                    # after this one as uncertain: those wait for the retry instead.
+                    rest = group[i + 1 :]
+                    if rest:
+                        wait = TransientSendError(f"{name} provider lost the connection: {exc}")
+                        report.transient.append(wait)
+                        outcome.released += [(later, wait) for later in rest]
+                    return
                 outcome.sent.append((send, result))
             except PermanentSendError as exc:
                 outcome.failed.append((send, exc))

@@ -324,3 +324,38 @@ def test_a_long_batch_writes_provider_ids_as_it_goes_for_the_status_callbacks(
     assert {m.provider_id for m in early} == {m.sid for m in twilio.messages[:2]}
     batch.join(10)
     assert sorted(m.status for m in rows(rt, "message")) == ["sent"] * 3
+
+
+@pytest.mark.usefixtures("channel_settings")  # Twilio's account and local server
+def test_a_provider_that_hangs_costs_one_uncertain_message_not_the_batch(
+    env: Any, twilio: TwilioSink, store_key: tuple[str, str]
+) -> None:
+    rt = runtime(env(twilio_timeout_seconds=0.5), "sms")
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    store_id, _ = store_key
+    events = []
+    for n in range(3):
+        e = sms_shopper(f"+1415555013{n}")
+        e["cart"]["id"], e["customer"]["id"], e["event_id"] = f"c-{n}", f"cust-{n}", f"e-{n}"
+        events.append(e)
+    with rt.engine.begin() as conn:
+        applied = apply_events(
+            conn, store_id=store_id, events=[EventIn.model_validate(e) for e in events], now=clock()
+        )
+    clock.now += timedelta(minutes=31)
+    for cart_id in applied.checks:
+        journey.check_cart(rt, cart_id)
+    clock.now += timedelta(minutes=60)
+    ids = [str(f.arg) for f in journey.sweep(rt).follow_ups if f.actor == "send_touch"]
+    # Given Twilio takes the first message and then answers too late
+    twilio.hang(2.0)
+    report = sending.send_touches(rt, ids)
+    # Then that one is uncertain (never sent again), the other two wait for the retry
+    assert (report.sent, report.uncertain, len(report.transient)) == (0, 1, 1)
+    statuses = sorted(m.status for m in rows(rt, "message"))
+    assert statuses == ["handoff", "prepared", "prepared"]
+    twilio.wait_until(lambda: len(twilio.messages) == 1, timeout=5)
+    retry = sending.send_touches(rt, ids)
+    assert retry.sent == 2
+    assert sorted(m.status for m in rows(rt, "message")) == ["handoff", "sent", "sent"]
+    assert len({m.form["To"] for m in twilio.messages}) == len(twilio.messages) == 3
