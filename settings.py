@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_timeout_seconds: float = 30.0
     email_from: str = "Nudge <reminders@nudge.localhost>"
+    # USD per email your relay charges (0: your own relay); recorded with every email and
+    # expected by new bandit experiments (see message_costs). Hosted relays list roughly
+    # 0.0001-0.001 per email.
+    email_price: float = Field(default=0.0, ge=0)
     # SMS through Twilio. Unset credentials: SMS sends fail as "not_configured" (no retry).
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None  # also verifies X-Twilio-Signature on callbacks
@@ -62,6 +66,8 @@ class Settings(BaseSettings):
     # How long a push service keeps a notification for an offline browser.
     push_ttl_seconds: int = Field(default=24 * 3600, ge=0)
     push_timeout_seconds: float = Field(default=10.0, gt=0)
+    # USD per notification: push services charge nothing; set what your own service costs.
+    push_price: float = Field(default=0.0, ge=0)
     # KakaoTalk AlimTalk through an NHN Cloud-shaped provider API.
     alimtalk_base_url: str = "https://api-alimtalk.cloud.toast.com"
     alimtalk_app_key: str | None = None
@@ -74,6 +80,11 @@ class Settings(BaseSettings):
     # AlimTalk about 8 KRW, an LMS fallback about 30 KRW.
     alimtalk_price: float = Field(default=0.006, ge=0)
     lms_price: float = Field(default=0.022, ge=0)
+    # The provider reports later whether an AlimTalk arrived or went out as its LMS fallback:
+    # asked this many (real) seconds after the send, and again as often until it knows, for
+    # at most alimtalk_check_hours.
+    alimtalk_check_seconds: float = Field(default=60.0, gt=0)
+    alimtalk_check_hours: float = Field(default=24.0, gt=0)
     # A coupon minted for a discounted touch is valid this long.
     coupon_valid_days: float = Field(default=7.0, gt=0)
 
@@ -130,6 +141,20 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.removeprefix("postgres://")
             return url
         return f"sqlite:///{(self.data_dir / 'nudge.db').resolve()}"
+
+    def message_costs(self) -> dict[str, float]:
+        """What one reminder costs per channel (USD): the prices above, which the adapters
+        record per message, as the optimizer should expect them before it has seen any.
+
+        An SMS reminder (store name, items and total, a tracked link, the opt-out line) takes
+        two GSM-7 segments; a Korean one takes more, which the recorded cost shows.
+        """
+        return {
+            "email": self.email_price,
+            "sms": 2 * self.sms_price_per_segment,
+            "push": self.push_price,
+            "kakao": self.alimtalk_price,
+        }
 
     def scaled(self, seconds: float) -> float:
         """Real seconds for a delay of ``seconds`` in the product's (possibly scaled) time."""

@@ -138,7 +138,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
 
     app.include_router(tracking_router(settings, engine))
     app.include_router(providers_router(settings, engine, store_id))
-    app.include_router(experiments_router(engine, store_id))
+    app.include_router(experiments_router(engine, store_id, settings.message_costs()))
     app.include_router(webhooks_router(settings, engine, ingestor))
     app.include_router(snippet_router(settings, engine, ingestor))
 

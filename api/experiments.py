@@ -5,7 +5,7 @@ Authenticated with the store's secret key, like ``/v1/events``; a store sees onl
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +41,12 @@ class PromoteIn(BaseModel):
     arm: str | None = None
 
 
-def experiments_router(engine: Engine, store_id: Callable[..., Awaitable[str]]) -> APIRouter:
+def experiments_router(
+    engine: Engine,
+    store_id: Callable[..., Awaitable[str]],
+    message_cost: Mapping[str, float] | None = None,
+) -> APIRouter:
+    """``message_cost``: what the senders record per message and channel, for new bandits."""
     router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
     def _call(fn: Callable[[sa.Connection], Any]) -> Any:
@@ -69,7 +74,7 @@ def experiments_router(engine: Engine, store_id: Callable[..., Awaitable[str]]) 
 
     @router.post("", status_code=201, summary="Create a draft experiment")
     async def create(body: ExperimentIn, store: str = Depends(store_id)) -> dict[str, Any]:
-        spec = lifecycle.Spec(**body.model_dump())
+        spec = lifecycle.Spec(**body.model_dump(), message_cost=message_cost)
         row = await run_in_threadpool(
             _call,
             lambda conn: lifecycle.create(conn, store_id=store, spec=spec, now=_now()),

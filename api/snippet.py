@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
@@ -205,7 +206,7 @@ def snippet_router(
                 headers={**cors(origin), "Retry-After": str(max(1, int(wait + 0.999)))},
             )
         try:
-            events = _events(payload.get("events"))
+            events = _events(payload.get("events"), keyed.origins)
         except ApiError as exc:
             return sf.error(
                 exc.status_code, exc.code, str(exc.detail), headers=cors(origin), **exc.extra
@@ -220,7 +221,15 @@ def snippet_router(
     return router
 
 
-def _events(raw: Any) -> list[Any]:
+def _origin(url: str) -> str | None:
+    parts = urlsplit(url)
+    try:
+        return normalize_origin(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}")
+    except ValueError:
+        return None
+
+
+def _events(raw: Any, origins: frozenset[str]) -> list[Any]:
     if not isinstance(raw, list) or not raw:
         raise ApiError(422, "invalid_event", "events: a list of 1 or more events")
     if len(raw) > MAX_EVENTS:
@@ -239,6 +248,16 @@ def _events(raw: Any) -> list[Any]:
         event_id = event.get("event_id")
         mapped.append({**event, "event_id": f"web:{event_id}" if event_id else None})
     events = sf.to_events(mapped, prefix="events.")
+    for i, e in enumerate(events):
+        # The restore link is where Nudge's tracked links redirect: from a browser (a key
+        # anyone can read), only to the store's own origins, or it is an open redirect.
+        url = e.cart.restore_url if e.cart is not None else None
+        if url is not None and _origin(url) not in origins:
+            raise ApiError(
+                422,
+                "invalid_event",
+                f"events.{i}.cart.restore_url: must be on one of the store's origins",
+            )
     now = datetime.now(UTC)
     # A time ahead of ours, or from long ago, is a wrong clock: the event happened just now.
     return [

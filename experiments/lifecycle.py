@@ -60,6 +60,9 @@ class Spec:
     daily_sms_budget: int | None = None
     margin_rate: float = 0.35
     seed: int | None = None
+    # What a message costs per channel, as the senders record it (Settings.message_costs());
+    # None: optimizer.Economics' defaults.
+    message_cost: Mapping[str, float] | None = None
 
 
 def _validate(spec: Spec) -> list[Arm]:
@@ -109,7 +112,11 @@ def create(conn: sa.Connection, *, store_id: str, spec: Spec, now: datetime) -> 
     ).first()
     if exists is not None:
         raise ExperimentConflict(f"this store already has an experiment named {spec.name!r}")
-    economics = Economics(margin_rate=spec.margin_rate)
+    economics = (
+        Economics(margin_rate=spec.margin_rate, message_cost=dict(spec.message_cost))
+        if spec.message_cost is not None
+        else Economics(margin_rate=spec.margin_rate)
+    )
     row = {
         "id": secrets.token_hex(16),
         "store_id": store_id,

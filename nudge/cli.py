@@ -279,6 +279,7 @@ def experiment_create(
         max_discount_pct=max_discount,
         max_touches=max_touches,
         margin_rate=margin,
+        message_cost=get_settings().message_costs(),
     )
     row = _experiment_call(store, create, spec=spec)
     typer.echo(f"Experiment {name!r} created ({row['mode']}, arms: {', '.join(row['arms'])}).")

@@ -1,9 +1,13 @@
 """``nudge demo``: the whole product on one machine, with a simulated storefront.
 
 Starts the embedded Redis, migrates the SQLite database, starts ``nudge api`` and
-``nudge worker`` as their own processes, runs a local SMTP server as the shoppers' inbox, and
-plays a storefront: shoppers fill carts, most leave (about 70 %, as Baymard measures), some
-come back when they get an email, some buy anyway. Time runs ``--time-scale`` times faster.
+``nudge worker`` as their own processes, and runs a local peer for every channel: an SMTP
+server (the shoppers' inbox), a server speaking Twilio's Messages API (with signed status
+callbacks), a Web Push service (VAPID checked, payloads decrypted) and an AlimTalk provider
+that falls back to LMS for numbers without KakaoTalk and reports it later, as NHN Cloud does.
+It plays a storefront: shoppers fill carts, most leave (about 70 %, as Baymard measures), some
+give a phone number or allow notifications, some come back when a reminder reaches them, some
+buy anyway. Time runs ``--time-scale`` times faster.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 import sqlalchemy as sa
 
+from nudge.provider_sinks import AlimTalkSink, PushSink, TwilioSink, vapid_keys
 from nudge.smtp_sink import Received, SmtpSink
 from settings import Settings, get_settings
 
@@ -47,11 +52,18 @@ CATALOG = [
 FIRST_NAMES = ["jane", "min-jun", "alex", "seo-yeon", "sam", "ji-ho", "maria", "tom", "yuna", "li"]
 
 
+#: The demo's provider accounts (local peers only; nothing here reaches a real provider).
+TWILIO_SID, TWILIO_TOKEN, TWILIO_FROM = "AC" + "d" * 32, "demo-twilio-token", "+15005550006"
+ALIMTALK_APP, ALIMTALK_SECRET = "demo-app-key", "demo-alimtalk-secret"
+
+
 @dataclass
 class Tally:
     carts: int = 0
     bought_at_once: int = 0
     emails: int = 0
+    texts: int = 0  # SMS, AlimTalk and its LMS fallback, read on the phone
+    pushes: int = 0
     clicks: int = 0
     recovered: int = 0
     organic: int = 0
@@ -66,11 +78,24 @@ class Tally:
 class Storefront:
     """Simulated shoppers posting real events to the real API."""
 
-    def __init__(self, base: str, key: str, rng: random.Random, time_scale: float) -> None:
+    def __init__(
+        self,
+        base: str,
+        key: str,
+        rng: random.Random,
+        time_scale: float,
+        push: PushSink | None = None,
+        no_kakaotalk: set[str] | None = None,
+    ) -> None:
         self.http = httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10
         )
+        self.push = push
+        self.no_kakaotalk = no_kakaotalk  # the AlimTalk provider's: these get the LMS
         self.rng = rng
+        # Phones and notifications are drawn from their own stream, so the shoppers' carts
+        # and choices are the same as without them.
+        self.contact_rng = random.Random(rng.getstate()[1][0])
         self.time_scale = time_scale
         self.tally = Tally()
         self.carts: dict[str, dict[str, Any]] = {}
@@ -110,13 +135,29 @@ class Storefront:
             sum(price * qty for (_, _, price), qty in zip(picks, quantities, strict=True)), 2
         )
         name = rng.choice(FIRST_NAMES)
-        customer = {
+        locale = rng.choice(["en-US", "ko-KR"])
+        customer: dict[str, Any] = {
             "id": f"cust-{n:05d}",
             "email": f"{name}.{n}@shoppers.example",
-            "locale": rng.choice(["en-US", "ko-KR"]),
+            "locale": locale,
             "timezone": rng.choice(["America/New_York", "Asia/Seoul", "Europe/Berlin"]),
             "consents": {"email": rng.random() < 0.85},
         }
+        contact = self.contact_rng
+        if contact.random() < 0.5:  # a phone number, and (mostly) consent to texts
+            korean = locale == "ko-KR"
+            customer["phone"] = (
+                f"+8210{contact.randrange(10**8):08d}"
+                if korean
+                else f"+1555{contact.randrange(10**7):07d}"
+            )
+            customer["consents"]["sms"] = contact.random() < 0.7
+            if korean and self.no_kakaotalk is not None and contact.random() < 0.3:
+                self.no_kakaotalk.add("0" + customer["phone"].removeprefix("+82"))
+        subscription = None
+        if self.push is not None and contact.random() < 0.35:  # allows notifications
+            subscription = self.push.subscribe()
+            customer["consents"]["push"] = True
         cart = {
             "id": cart_id,
             "currency": "USD",
@@ -135,6 +176,8 @@ class Storefront:
             }
         )
         self.tally.add(carts=1)
+        if subscription is not None:  # the page's service worker registers it
+            self.register_push(customer["id"], subscription.info)
         if rng.random() < 0.5:
             self.post({"type": "checkout.started", "cart": cart, "customer": customer})
         if rng.random() < 0.30:  # ~70 % of carts are abandoned (Baymard)
@@ -164,26 +207,50 @@ class Storefront:
         if kind == "recovered":
             logger.info("Order  ← %s (%.2f USD) after a reminder", cart_id, cart["value"])
 
+    def register_push(self, customer_id: str, subscription: dict[str, Any]) -> None:
+        try:
+            r = self.http.post(
+                "/v1/push/subscriptions",
+                json={"customer_id": customer_id, "subscription": subscription},
+            )
+        except (httpx.HTTPError, RuntimeError) as exc:
+            logger.warning("Storefront could not register a push subscription: %s", exc)
+            return
+        if r.status_code not in (200, 201):
+            logger.warning("Push subscription refused: %s %s", r.status_code, r.text[:200])
+
     def on_email(self, mail: Received) -> None:
-        """A shopper reads the reminder: some click, some of those buy."""
+        """A shopper reads the email: some click, some of those buy."""
         if self.closing:
             return
         self.tally.add(emails=1)
-        text = mail.part("plain")
+        self.react(mail.part("plain"), click_rate=0.25)
+
+    def on_text(self, text: str) -> None:
+        """An SMS, an AlimTalk or its LMS fallback: read more often than an email."""
+        self.tally.add(texts=1)
+        self.react(text, click_rate=0.35)
+
+    def on_push(self, payload: dict[str, Any]) -> None:
+        self.tally.add(pushes=1)
+        self.react(f"{payload.get('body', '')}\n{payload.get('url', '')}", click_rate=0.2)
+
+    def react(self, text: str, *, click_rate: float) -> None:
+        """Some shoppers follow the reminder's link; some of those buy, with the coupon."""
+        if self.closing:
+            return
         link = re.search(r"(https?://\S+/r/\S+)", text)
         cart_id = None
-        restore = None
-        if link is not None and self.rng.random() < 0.25:
+        if link is not None and self.rng.random() < click_rate:
             try:
                 r = self.http.get(link.group(1), follow_redirects=False)
             except (httpx.HTTPError, RuntimeError):  # shutting down
                 return
             if r.status_code == 302:
                 self.tally.add(clicks=1)
-                restore = urlsplit(r.headers["location"]).path
-                cart_id = restore.rsplit("/", 1)[-1]
+                cart_id = urlsplit(r.headers["location"]).path.rsplit("/", 1)[-1]
         # A coupon makes a clicked reminder likelier to end in an order (and it is used).
-        coupon = re.search(r"coupon: (N-[A-Z0-9]+)", text)
+        coupon = re.search(r"(N-[A-HJ-NP-Z2-9]{10})", text)
         buy = 0.65 if coupon else 0.45
         if cart_id in self.carts and self.rng.random() < buy:
             code = coupon.group(1) if coupon else None
@@ -213,12 +280,24 @@ def _counts(settings: Settings) -> dict[str, int]:
         row = conn.execute(
             sa.text(
                 "SELECT (SELECT count(*) FROM cart WHERE journey > 0),"
-                " (SELECT count(*) FROM message WHERE status = 'sent'),"
                 " (SELECT count(*) FROM outcome WHERE converted),"
-                " (SELECT count(*) FROM outcome)"
+                " (SELECT count(*) FROM outcome),"
+                " (SELECT count(*) FROM message WHERE channel = 'kakao'"
+                "  AND detail = 'fallback:lms')"
             )
         ).one()
-    return {"abandoned": row[0], "sent": row[1], "converted": row[2], "outcomes": row[3]}
+        sent: dict[str, int] = dict(
+            conn.execute(
+                sa.text("SELECT channel, count(*) FROM message WHERE status = 'sent' GROUP BY 1")
+            ).all()
+        )
+    return {
+        "abandoned": row[0],
+        "converted": row[1],
+        "outcomes": row[2],
+        "lms": row[3],
+        **{channel: int(sent.get(channel, 0)) for channel in ("email", "sms", "push", "kakao")},
+    }
 
 
 def run_demo(
@@ -234,6 +313,11 @@ def run_demo(
         if not _port_free(p):
             print(f"error: port {p} for the {what} is taken; pass another with --help's options")
             return 2
+    # The other channels' providers, local: they take any free port.
+    twilio = TwilioSink(TWILIO_SID, TWILIO_TOKEN, callbacks=("sent", "delivered"))
+    vapid_private, vapid_public = vapid_keys()
+    push = PushSink(vapid_public_key=vapid_public)
+    alimtalk = AlimTalkSink(ALIMTALK_APP, ALIMTALK_SECRET, report_later=True, report_after=1.0)
     os.environ.update(
         {
             "NUDGE_TIME_SCALE": str(time_scale),
@@ -241,6 +325,17 @@ def run_demo(
             "NUDGE_SMTP_PORT": str(smtp_port),
             "NUDGE_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "NUDGE_SWEEP_INTERVAL_SECONDS": "1",
+            "NUDGE_TWILIO_ACCOUNT_SID": TWILIO_SID,
+            "NUDGE_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+            "NUDGE_TWILIO_FROM": TWILIO_FROM,
+            "NUDGE_TWILIO_BASE_URL": twilio.base_url,
+            "NUDGE_VAPID_PRIVATE_KEY": vapid_private,
+            "NUDGE_ALIMTALK_BASE_URL": alimtalk.url,
+            "NUDGE_ALIMTALK_APP_KEY": ALIMTALK_APP,
+            "NUDGE_ALIMTALK_SECRET": ALIMTALK_SECRET,
+            "NUDGE_ALIMTALK_SENDER_KEY": "demo-kakao-channel-sender-key",
+            "NUDGE_ALIMTALK_RESEND_FROM": "0212345678",
+            "NUDGE_ALIMTALK_CHECK_SECONDS": "2",
         }
     )
     get_settings.cache_clear()
@@ -272,9 +367,23 @@ def run_demo(
         subprocess.Popen([nudge, "worker"]),
         subprocess.Popen([nudge, "ui", "--port", str(ui_port)], stdout=subprocess.DEVNULL),
     ]
-    shop = Storefront(f"http://127.0.0.1:{port}", key, random.Random(7), time_scale)
+    twilio.start()
+    push.start()
+    alimtalk.start()
+    shop = Storefront(
+        f"http://127.0.0.1:{port}",
+        key,
+        random.Random(7),
+        time_scale,
+        push=push,
+        no_kakaotalk=alimtalk.no_kakaotalk,
+    )
     sink = SmtpSink(smtp_port, on_message=shop.on_email).start()
     stop = threading.Event()
+    phones = threading.Thread(
+        target=_read_phones, args=(shop, twilio, alimtalk, push, stop), daemon=True
+    )
+    phones.start()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -288,6 +397,8 @@ def run_demo(
         print(
             f"\n  Nudge demo — API http://127.0.0.1:{port} (docs at /docs), SMTP sink on "
             f":{smtp_port}, data in {settings.data_dir}/\n"
+            f"  Local providers: Twilio API {twilio.base_url}, Web Push {push.url}, "
+            f"AlimTalk {alimtalk.url}\n"
             f"  Dashboard: http://127.0.0.1:{ui_port}\n"
             f"  Time runs {time_scale:g}× faster: a 30 min abandonment takes "
             f"{1800 / time_scale:.1f} s, the 24 h reminder {86400 / time_scale:.0f} s.\n"
@@ -316,12 +427,53 @@ def run_demo(
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.kill()
+        stop.set()
         sink.stop()
+        for peer in (twilio, push, alimtalk):
+            peer.stop()
         shop.close()
     return 0
 
 
-DEMO_ARMS = ["email/30m/0%", "email/60m/0%", "email/60m/10%", "email/240m/0%", "email/240m/15%"]
+def _read_phones(
+    shop: Storefront,
+    twilio: TwilioSink,
+    alimtalk: AlimTalkSink,
+    push: PushSink,
+    stop: threading.Event,
+) -> None:
+    """The shoppers' phones and browsers: each SMS, AlimTalk (or its LMS) and notification
+    that arrives is read, as the inbox reads emails."""
+    seen = {"sms": 0, "kakao": 0, "push": 0}
+    while not stop.wait(0.2):
+        texts = twilio.messages[seen["sms"] :]
+        seen["sms"] += len(texts)
+        for sms in texts:
+            shop.on_text(sms.form.get("Body", ""))
+        talks = alimtalk.sent[seen["kakao"] :]
+        seen["kakao"] += len(talks)
+        for talk in talks:
+            if talk.via == "lms" and talk.resend:
+                shop.on_text(str(talk.resend.get("resendContent", "")))
+            else:
+                shop.on_text(" ".join(str(v) for v in talk.parameters.values()))
+        notes = push.received[seen["push"] :]
+        seen["push"] += len(notes)
+        for note in notes:
+            shop.on_push(note.payload)
+
+
+#: Every channel, a few timings and discounts: the bandit picks among those a shopper can be
+#: reached on (contact, consent, no suppression).
+DEMO_ARMS = [
+    "email/30m/0%",
+    "email/60m/10%",
+    "email/240m/15%",
+    "sms/30m/0%",
+    "sms/60m/10%",
+    "push/15m/0%",
+    "kakao/60m/0%",
+]
 
 
 def _demo_experiment(settings: Settings) -> None:
@@ -340,7 +492,13 @@ def _demo_experiment(settings: Settings) -> None:
             create(
                 conn,
                 store_id=store_id,
-                spec=Spec("demo-bandit", DEMO_ARMS, holdout_share=0.10, max_discount_pct=15),
+                spec=Spec(
+                    "demo-bandit",
+                    DEMO_ARMS,
+                    holdout_share=0.10,
+                    max_discount_pct=15,
+                    message_cost=settings.message_costs(),
+                ),
                 now=now,
             )
         except ExperimentError:
@@ -354,7 +512,8 @@ def _demo_experiment(settings: Settings) -> None:
 def _report(settings: Settings, tally: Tally) -> None:
     c = _counts(settings)
     print(
-        f"  ── {tally.carts} carts · {c['abandoned']} abandoned · {c['sent']} emails sent · "
+        f"  ── {tally.carts} carts · {c['abandoned']} abandoned · {c['email']} emails sent · "
+        f"{c['sms']} SMS · {c['push']} push · {c['kakao']} KakaoTalk ({c['lms']} as LMS) · "
         f"{tally.clicks} clicks · {tally.recovered} orders after a reminder · "
         f"{tally.bought_at_once} bought at once · {c['converted']}/{c['outcomes']} "
         "decisions converted",

@@ -82,6 +82,7 @@ class Exchange:
     path: str
     headers: Mapping[str, str]  # lower-case names
     body: bytes
+    peer: tuple[str, int] = ("", 0)  # the client's address: one per connection
 
 
 class HttpSink:
@@ -93,6 +94,7 @@ class HttpSink:
         self._plan: deque[Planned] = deque()
         self._cond = threading.Condition()
         self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -130,6 +132,7 @@ class HttpSink:
             path=handler.path,
             headers={k.lower(): v for k, v in handler.headers.items()},
             body=body,
+            peer=(str(handler.client_address[0]), int(handler.client_address[1])),
         )
         with self._cond:
             self.exchanges.append(exchange)
@@ -159,6 +162,21 @@ class HttpSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as the providers' APIs (every answer carries its Content-Length);
+            # without Nagle, so an answer's body is not held back waiting for an ACK.
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def setup(self) -> None:
+                super().setup()
+                with sink._cond:
+                    sink._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with sink._cond:
+                    sink._connections.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:
                 sink._handle(self)
 
@@ -180,11 +198,19 @@ class HttpSink:
         return self
 
     def stop(self) -> None:
+        """Stop serving; open (keep-alive) connections are closed too, as a restart would."""
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._cond:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self) -> Any:
         return self.start()
@@ -618,8 +644,20 @@ class AlimTalkSink(HttpSink):
 
     ``POST /alimtalk/v2.3/appkeys/{app_key}/messages`` with ``X-Secret-Key``. Recipients in
     ``no_kakaotalk`` (national form, ``010…``) have no KakaoTalk: with a resend parameter
-    they get the LMS instead (reported as ``resendType: "LMS"``), without one the result is
-    code 3019. A repeated ``Idempotency-Key`` gets the first answer again and sends nothing.
+    they get the LMS instead, without one KakaoTalk's result is code 3019. A repeated
+    ``Idempotency-Key`` (or ``X-NC-API-IDEMPOTENCY-KEY``) gets the first answer again and
+    sends nothing.
+
+    How the fallback is reported:
+
+    - ``report_later=False`` (default): in the send answer (``resendType: "LMS"``, or result
+      code 3019), as some providers do;
+    - ``report_later=True``: as NHN Cloud does — the send answer accepts every recipient
+      (result code 0) and the outcome is read later with
+      ``GET /alimtalk/v2.3/appkeys/{app_key}/messages/{requestId}/{recipientSeq}``:
+      ``messageStatus`` READY until ``report_after`` seconds have passed, then COMPLETED
+      (``resultCode`` "1000") or FAILED ("3019"), with ``resendStatus`` RSC01 (no resend),
+      RSC04 (resent as LMS) or RSC05 (the resend failed, for numbers in ``lms_fails``).
     """
 
     def __init__(
@@ -629,15 +667,23 @@ class AlimTalkSink(HttpSink):
         *,
         port: int | None = None,
         templates: Iterable[str] | None = None,
+        report_later: bool = False,
+        report_after: float = 0.0,
     ) -> None:
         super().__init__(port)
         self.app_key = app_key
         self.secret = secret
         self.templates = set(templates) if templates is not None else None
+        self.report_later = report_later
+        self.report_after = report_after
         self.no_kakaotalk: set[str] = set()
+        self.lms_fails: set[str] = set()
         self.sent: list[AlimTalkSent] = []
         self.replays = 0
+        self.queries = 0
         self._answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        # (request id, recipient seq) -> (accepted at, number, resend asked for)
+        self._outcomes: dict[tuple[str, int], tuple[float, str, bool]] = {}
 
     def rate_limited(self, retry_after: float | None = None) -> None:
         headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
@@ -648,11 +694,16 @@ class AlimTalkSink(HttpSink):
 
     def answer(self, exchange: Exchange) -> tuple[int, dict[str, str], bytes]:
         path = urlsplit(exchange.path).path
-        if exchange.method != "POST" or path != f"/alimtalk/v2.3/appkeys/{self.app_key}/messages":
-            return _json_answer(404, _nhn_header(-404, "Not found"))
+        base = f"/alimtalk/v2.3/appkeys/{self.app_key}/messages"
         if exchange.headers.get("x-secret-key") != self.secret:
             return _json_answer(401, _nhn_header(-1, "Invalid secret key"))
-        key = exchange.headers.get("idempotency-key")
+        if exchange.method == "GET" and path.startswith(base + "/"):
+            return self._query(path.removeprefix(base + "/"))
+        if exchange.method != "POST" or path != base:
+            return _json_answer(404, _nhn_header(-404, "Not found"))
+        key = exchange.headers.get("x-nc-api-idempotency-key") or exchange.headers.get(
+            "idempotency-key"
+        )
         with self._cond:
             if key is not None and key in self._answers:
                 self.replays += 1
@@ -670,6 +721,7 @@ class AlimTalkSink(HttpSink):
         for seq, entry in enumerate(recipients, start=1):
             number = str(entry.get("recipientNo", ""))
             resend = entry.get("resendParameter")
+            resending = bool(resend and resend.get("isResend"))
             result: dict[str, Any] = {
                 "recipientSeq": seq,
                 "recipientNo": number,
@@ -679,14 +731,21 @@ class AlimTalkSink(HttpSink):
             }
             via = "alimtalk"
             if number in self.no_kakaotalk:
-                if resend and resend.get("isResend"):
-                    via = "lms"
-                    result.update(resendType=resend.get("resendType", "LMS"), resendStatus="RSC03")
+                if not resending:
+                    if not self.report_later:
+                        result.update(resultCode=3019, resultMessage="Not a KakaoTalk user")
+                    via = "none"
                 else:
-                    result.update(resultCode=3019, resultMessage="Not a KakaoTalk user")
-                    results.append(result)
-                    continue
+                    via = "lms" if number not in self.lms_fails else "none"
+                    if not self.report_later:
+                        result.update(
+                            resendType=resend.get("resendType", "LMS"), resendStatus="RSC03"
+                        )
             results.append(result)
+            with self._cond:
+                self._outcomes[(request_id, seq)] = (time.monotonic(), number, resending)
+            if via == "none":
+                continue
             sent = AlimTalkSent(
                 request_id,
                 key,
@@ -715,6 +774,36 @@ class AlimTalkSink(HttpSink):
             with self._cond:
                 self._answers[key] = answer
         return answer
+
+    def _query(self, rest: str) -> tuple[int, dict[str, str], bytes]:
+        """One recipient's outcome, as NHN Cloud's single-message query reports it."""
+        request_id, _, seq = rest.partition("/")
+        with self._cond:
+            self.queries += 1
+            known = self._outcomes.get((request_id, int(seq) if seq.isdigit() else -1))
+        if known is None:
+            return _json_answer(200, {**_nhn_header(0, "SUCCESS"), "message": None})
+        accepted, number, resending = known
+        message: dict[str, Any] = {
+            "requestId": request_id,
+            "recipientSeq": int(seq),
+            "recipientNo": number,
+            "messageStatus": "READY",
+            "resendStatus": "RSC02" if resending else "RSC01",
+            "resultCode": None,
+            "resultCodeName": None,
+        }
+        if time.monotonic() - accepted >= self.report_after:
+            if number in self.no_kakaotalk:
+                message.update(
+                    messageStatus="FAILED", resultCode="3019", resultCodeName="Not a KakaoTalk user"
+                )
+                if resending:
+                    message["resendStatus"] = "RSC05" if number in self.lms_fails else "RSC04"
+            else:
+                message.update(messageStatus="COMPLETED", resultCode="1000", resultCodeName="OK")
+                message["resendStatus"] = "RSC01"
+        return _json_answer(200, {**_nhn_header(0, "SUCCESS"), "message": message})
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[AlimTalkSent]:
         self.wait_until(lambda: len(self.sent) >= count, timeout)

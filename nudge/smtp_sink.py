@@ -25,6 +25,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     raw: bytes
+    peer: Any = None  # the client's (host, port): one per SMTP connection
 
     @property
     def email(self) -> EmailMessage:
@@ -66,11 +67,12 @@ class SmtpSink:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, _server: Any, session: Any, envelope: Any) -> str:
         received = Received(
             mail_from=str(envelope.mail_from),
             rcpt_tos=list(envelope.rcpt_tos),
             raw=bytes(envelope.original_content or envelope.content),
+            peer=session.peer,
         )
         with self._cond:
             self.messages.append(received)

@@ -16,7 +16,7 @@ A store may override any rule through its ``rules`` JSON, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -24,14 +24,25 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from senders.sql import among
 from store.events import cart_t, decision_t, message_t
 from store.models import MessageStatus, PushSubscription
 from store.suppressions import normalise, suppression_t
 
 push_t: sa.Table = PushSubscription.__table__  # type: ignore[attr-defined]
 
-#: Message states that count as "sent" for caps (a hand-off in progress may have arrived).
-_COUNTED = (MessageStatus.SENT, MessageStatus.UNCERTAIN, MessageStatus.HANDOFF)
+#: Message states that count against the caps: sent, maybe sent (a hand-off in progress or a
+#: worker lost during one), and claimed for sending (prepared). Counting claimed sends is what
+#: keeps two workers claiming touches of one customer at once from both passing a cap: each
+#: claim locks the customer and sees the other's claim.
+_COUNTED = (
+    MessageStatus.SENT,
+    MessageStatus.UNCERTAIN,
+    MessageStatus.HANDOFF,
+    MessageStatus.PREPARED,
+)
+#: Every channel, in the order reachable_channels lists them.
+CHANNELS = ("email", "sms", "push", "kakao")
 
 
 @dataclass(frozen=True)
@@ -122,37 +133,98 @@ def contact_for(channel: str, customer: Any, push_endpoint: str | None = None) -
     return None
 
 
-def reachable_channels(conn: sa.Connection, *, store_id: str, customer: Any) -> list[str]:
-    """Channels with a contact, consent and no suppression, in a stable order."""
-    if customer is None:
-        return []
-    push = _push_endpoint(conn, customer.id)
-    candidates: dict[str, str] = {}
-    for channel in ("email", "sms", "push", "kakao"):
-        address = contact_for(channel, customer, push)
-        if address:
-            candidates[channel] = address
+def reachable_many(conn: sa.Connection, customers: Sequence[Any]) -> dict[int, list[str]]:
+    """Each customer's channels with a contact, consent and no suppression, in a stable order
+    (customers are rows with ``id`` and ``store_id``; two queries for any number)."""
+    endpoints = push_endpoints(conn, [c.id for c in customers])
+    candidates: dict[int, dict[str, str]] = {}
+    for customer in customers:
+        found = {}
+        for channel in CHANNELS:
+            address = contact_for(channel, customer, endpoints.get(customer.id))
+            if address:
+                found[channel] = address
+        candidates[customer.id] = found
+    suppressed = suppressed_among(
+        conn,
+        [
+            (customer.store_id, channel, address)
+            for customer in customers
+            for channel, address in candidates[customer.id].items()
+        ],
+    )
+    return {
+        customer.id: [
+            channel
+            for channel, address in candidates[customer.id].items()
+            if (customer.store_id, channel, normalise(channel, address)) not in suppressed
+        ]
+        for customer in customers
+    }
+
+
+def push_endpoints(conn: sa.Connection, customer_ids: Iterable[int]) -> dict[int, str]:
+    """Each customer's newest push subscription endpoint."""
+    return {
+        row.customer_id: row.endpoint for row in push_subscriptions(conn, customer_ids).values()
+    }
+
+
+def push_subscriptions(conn: sa.Connection, customer_ids: Iterable[int]) -> dict[int, Any]:
+    """Each customer's newest push subscription (the row), for those who have one."""
+    ids = list(set(customer_ids))
+    if not ids:
+        return {}
+    newest: dict[int, Any] = {}
+    for row in conn.execute(
+        sa.select(push_t).where(among(conn, push_t.c.customer_id, ids)).order_by(push_t.c.id)
+    ):
+        newest[row.customer_id] = row
+    return newest
+
+
+def suppressed_among(
+    conn: sa.Connection, candidates: Sequence[tuple[str, str, str]]
+) -> set[tuple[str, str, str]]:
+    """Which of ``(store_id, channel, address)`` are suppressed (addresses normalised)."""
     if not candidates:
-        return []
-    suppressed = {
-        (row.channel, row.address)
-        for row in conn.execute(
-            sa.select(suppression_t.c.channel, suppression_t.c.address).where(
-                suppression_t.c.store_id == store_id,
-                suppression_t.c.address.in_([normalise(c, a) for c, a in candidates.items()]),
+        return set()
+    wanted = {
+        (store, channel, normalise(channel, address)) for store, channel, address in candidates
+    }
+    rows = conn.execute(
+        sa.select(suppression_t.c.store_id, suppression_t.c.channel, suppression_t.c.address).where(
+            among(conn, suppression_t.c.store_id, {w[0] for w in wanted}),
+            among(conn, suppression_t.c.address, {w[2] for w in wanted}),
+        )
+    )
+    return {(r.store_id, r.channel, r.address) for r in rows} & wanted
+
+
+def recent_messages(
+    conn: sa.Connection, customer_ids: Iterable[int], *, since: datetime
+) -> dict[int, list[tuple[str, str, datetime]]]:
+    """Per customer: (message id, channel, created_at) of what counts against the caps."""
+    ids = list(set(customer_ids))
+    out: dict[int, list[tuple[str, str, datetime]]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    rows = conn.execute(
+        sa.select(cart_t.c.customer_id, message_t.c.id, message_t.c.channel, message_t.c.created_at)
+        .select_from(
+            message_t.join(decision_t, decision_t.c.id == message_t.c.decision_id).join(
+                cart_t, cart_t.c.id == decision_t.c.cart_id
             )
         )
-    }
-    return [c for c, a in candidates.items() if (c, normalise(c, a)) not in suppressed]
-
-
-def _push_endpoint(conn: sa.Connection, customer_id: int) -> str | None:
-    return conn.execute(
-        sa.select(push_t.c.endpoint)
-        .where(push_t.c.customer_id == customer_id)
-        .order_by(push_t.c.id.desc())
-        .limit(1)
-    ).scalar()
+        .where(
+            among(conn, cart_t.c.customer_id, ids),
+            among(conn, message_t.c.status, _COUNTED),
+            message_t.c.created_at > since,
+        )
+    )
+    for r in rows:
+        out[r.customer_id].append((r.id, r.channel, r.created_at))
+    return out
 
 
 def cap_reached(
@@ -168,24 +240,24 @@ def cap_reached(
 
     ``day`` is how long a day lasts (shorter under ``NUDGE_TIME_SCALE``).
     """
-    sent_by_customer = (
-        sa.select(message_t.c.channel, message_t.c.created_at)
-        .select_from(
-            message_t.join(decision_t, decision_t.c.id == message_t.c.decision_id).join(
-                cart_t, cart_t.c.id == decision_t.c.cart_id
-            )
-        )
-        .where(
-            cart_t.c.customer_id == customer_id,
-            message_t.c.status.in_(_COUNTED),
-            message_t.c.created_at > now - 7 * day,
-        )
-    )
-    rows = conn.execute(sent_by_customer).all()
-    if rules.messages_per_week is not None and len(rows) >= rules.messages_per_week:
+    sent = recent_messages(conn, [customer_id], since=now - 7 * day)[customer_id]
+    return cap_hit([(c, at) for _, c, at in sent], channel, now=now, rules=rules, day=day)
+
+
+def cap_hit(
+    sent: Sequence[tuple[str, datetime]],
+    channel: str,
+    *,
+    now: datetime,
+    rules: Rules,
+    day: timedelta = timedelta(days=1),
+) -> str | None:
+    """:func:`cap_reached` over (channel, created_at) of the customer's counted messages."""
+    week = [(c, at) for c, at in sent if at > now - 7 * day]
+    if rules.messages_per_week is not None and len(week) >= rules.messages_per_week:
         return "cap_week"
     if rules.sms_per_day is not None and channel in ("sms", "kakao"):
-        texts = [r for r in rows if r.channel in ("sms", "kakao") and r.created_at > now - day]
+        texts = [1 for c, at in week if c in ("sms", "kakao") and at > now - day]
         if len(texts) >= rules.sms_per_day:
             return "cap_sms_day"
     return None

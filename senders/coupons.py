@@ -7,11 +7,13 @@ when an ``order.completed`` names it.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from senders.sql import among
 from settings import Settings
 from store.db import insert
 from store.models import Coupon
@@ -29,27 +31,44 @@ def new_code() -> str:
 
 def mint(conn: sa.Connection, settings: Settings, decision: Any, now: datetime) -> str:
     """The decision's coupon code, created on first call."""
-    existing = conn.execute(
-        sa.select(coupon_t.c.code).where(coupon_t.c.decision_id == decision.id)
-    ).scalar()
-    if existing is not None:
-        return str(existing)
+    return mint_many(conn, settings, [decision], now)[decision.id]
+
+
+def mint_many(
+    conn: sa.Connection, settings: Settings, decisions: Sequence[Any], now: datetime
+) -> dict[str, str]:
+    """Each decision's coupon code (decision id -> code), created where there is none yet."""
+    if not decisions:
+        return {}
+    codes: dict[str, str] = {
+        row.decision_id: row.code
+        for row in conn.execute(
+            sa.select(coupon_t.c.decision_id, coupon_t.c.code).where(
+                among(conn, coupon_t.c.decision_id, [d.id for d in decisions])
+            )
+        )
+    }
     ttl = timedelta(seconds=settings.scaled(settings.coupon_valid_days * 86400.0))
+    missing = [d for d in decisions if d.id not in codes]
     for _ in range(5):  # a clash in ~49 bits is astronomically rare; retry rather than assume
-        code = new_code()
+        if not missing:
+            return codes
         inserted = conn.execute(
             insert(coupon_t, conn.dialect.name)
-            .values(
-                store_id=decision.store_id,
-                decision_id=decision.id,
-                code=code,
-                discount_pct=decision.discount_pct,
-                expires_at=now + ttl,
-                created_at=now,
-            )
             .on_conflict_do_nothing()
-            .returning(coupon_t.c.code)
-        ).scalar()
-        if inserted is not None:
-            return str(inserted)
+            .returning(coupon_t.c.decision_id, coupon_t.c.code),
+            [
+                {
+                    "store_id": d.store_id,
+                    "decision_id": d.id,
+                    "code": new_code(),
+                    "discount_pct": d.discount_pct,
+                    "expires_at": now + ttl,
+                    "created_at": now,
+                }
+                for d in missing
+            ],
+        ).all()
+        codes.update({row.decision_id: row.code for row in inserted})
+        missing = [d for d in missing if d.id not in codes]
     raise RuntimeError("could not mint a unique coupon code")

@@ -9,11 +9,17 @@ class TransientSendError(SendError):
     """Worth retrying later with the same idempotency key: 4xx replies, timeouts, refusals.
 
     ``retry_after`` (seconds) is the provider's own hint, e.g. from a 429's Retry-After.
+    ``this_message_only`` says the refusal concerns this message alone (a mailbox that
+    defers), not the provider (down, overloaded, rate limiting): a batch goes on with the rest
+    of its messages only then.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, this_message_only: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.this_message_only = this_message_only
 
 
 class PermanentSendError(SendError):

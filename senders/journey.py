@@ -5,49 +5,42 @@ These functions hold the logic; ``senders.actors`` runs them on Dramatiq. Each t
 to put on the broker once its transaction has committed, so nothing is queued for a change
 that was rolled back.
 
-Exactly-once, as far as email allows: a send is claimed by a conditional UPDATE, its message
-row (the idempotency record) is written before the provider is called, and the hand-off is
-recorded right before DATA. A crash before the hand-off is retried after the lease expires; a
-crash during it is never retried (at most once), because the provider may already hold the
-message.
+Sending lives in :mod:`senders.sending` (touches in batches, exactly once as far as the
+providers allow); deciding, scheduling, the sweep and closing windows live here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from optimizer import Decision as PolicyDecision
 from optimizer import Policy
-from senders import compliance, coupons, render
-from senders.channels import open_channel
-from senders.channels.email import COST_PER_EMAIL
-from senders.errors import PermanentSendError, TransientSendError
+from senders import compliance
+from senders.sql import among
 from settings import Settings
+from store import bulk
 from store.db import insert
 from store.events import cart_t, customer_t, decision_t, message_t, outcome_t
-from store.models import CartStatus, DecisionState, MessageStatus, PushSubscription, Store, new_id
-from store.suppressions import suppress
+from store.models import CartStatus, DecisionState, MessageStatus, Store, new_id
 from store.types import utcnow
 
 logger = logging.getLogger(__name__)
 store_t: sa.Table = Store.__table__  # type: ignore[attr-defined]
-push_t: sa.Table = PushSubscription.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
 class FollowUp:
     """A message to put on the broker after commit."""
 
-    actor: str  # "check_cart" | "send_touch"
+    actor: str  # "check_cart" | "send_touch" | "check_delivery"
     arg: int | str
     delay_ms: int = 0
 
@@ -67,6 +60,7 @@ class SweepReport:
     reclaimed: int = 0
     uncertain: int = 0
     closed: int = 0
+    deliveries: int = 0  # messages whose provider is asked how they ended
     follow_ups: list[FollowUp] = field(default_factory=list)
 
 
@@ -115,114 +109,176 @@ def check_cart(rt: Runtime, cart_id: int) -> list[FollowUp]:
             )
         )
         logger.info("Cart %s abandoned (journey %d, value %.2f)", cart_id, journey, cart.value)
-        decision = _decide(conn, rt, cart, journey=journey, touch=1, base=now, now=now)
-    return _schedule(rt, decision, now)
+        decided = _decide(conn, rt, [_Next(cart, journey, 1)], base=now, now=now)
+        return schedule(conn, rt, decided, now)
 
 
 # --- deciding --------------------------------------------------------------------------------
 
 
-def build_context(
-    conn: sa.Connection, cart: Any, customer: Any, *, journey: int, touch: int, now: datetime
-) -> dict[str, Any]:
-    """What the policy knows about this cart and its customer at this touch."""
-    channels: list[str] = []
-    returning = False
-    previous_abandons = max(0, journey - 1)
-    local_hour = now.hour
-    if customer is not None:
-        channels = compliance.reachable_channels(conn, store_id=cart.store_id, customer=customer)
-        others = conn.execute(
-            sa.select(
-                sa.func.count().filter(cart_t.c.status == CartStatus.CONVERTED),
-                sa.func.coalesce(sa.func.sum(cart_t.c.journey), 0),
-            ).where(cart_t.c.customer_id == customer.id, cart_t.c.id != cart.id)
-        ).one()
-        returning = others[0] > 0
-        previous_abandons += int(others[1])
-        if customer.timezone:
-            local_hour = now.astimezone(ZoneInfo(customer.timezone)).hour
-    return {
-        # Routes the persistent holdout (a stable hash per customer); not a model feature.
-        "customer_key": str(cart.customer_id if cart.customer_id is not None else f"c{cart.id}"),
-        "cart_value": float(cart.value),
-        "currency": cart.currency,
-        "customer_type": "returning" if returning else "new",
-        "device": cart.device or "desktop",
-        "checkout_stage": cart.checkout_stage,
-        "previous_abandons": previous_abandons,
-        "channels": channels,
-        "local_hour": local_hour,
-        "touch": touch,
-    }
+@dataclass(frozen=True)
+class _Next:
+    """A touch to decide: the cart (as read in this transaction), its journey and touch no."""
+
+    cart: Any
+    journey: int
+    touch: int
+
+
+def build_contexts(
+    conn: sa.Connection, items: Sequence[_Next], customers: Mapping[int, Any], *, now: datetime
+) -> list[dict[str, Any]]:
+    """What the policy knows about each cart and its customer at its touch (three queries for
+    any number of carts)."""
+    known = [c for c in customers.values() if c is not None]
+    reach = compliance.reachable_many(conn, known)
+    history: dict[int, tuple[int, int]] = {}
+    if known:
+        history = {
+            row.customer_id: (int(row.converted), int(row.journeys))
+            for row in conn.execute(
+                sa.select(
+                    cart_t.c.customer_id,
+                    sa.func.count()
+                    .filter(cart_t.c.status == CartStatus.CONVERTED)
+                    .label("converted"),
+                    sa.func.coalesce(sa.func.sum(cart_t.c.journey), 0).label("journeys"),
+                )
+                .where(among(conn, cart_t.c.customer_id, [c.id for c in known]))
+                .group_by(cart_t.c.customer_id)
+            )
+        }
+    contexts = []
+    for item in items:
+        cart = item.cart
+        customer = customers.get(cart.customer_id) if cart.customer_id is not None else None
+        channels: list[str] = []
+        returning = False
+        previous_abandons = max(0, item.journey - 1)
+        local_hour = now.hour
+        if customer is not None:
+            channels = reach.get(customer.id, [])
+            converted, journeys = history.get(customer.id, (0, 0))
+            # The customer's other carts: this one is abandoned (not converted), and its own
+            # journeys so far are counted by ``journey`` already.
+            returning = converted > 0
+            previous_abandons += journeys - item.journey
+            if customer.timezone:
+                local_hour = now.astimezone(ZoneInfo(customer.timezone)).hour
+        contexts.append(
+            {
+                # Routes the persistent holdout (a stable hash per customer); not a feature.
+                "customer_key": str(
+                    cart.customer_id if cart.customer_id is not None else f"c{cart.id}"
+                ),
+                "cart_value": float(cart.value),
+                "currency": cart.currency,
+                "customer_type": "returning" if returning else "new",
+                "device": cart.device or "desktop",
+                "checkout_stage": cart.checkout_stage,
+                "previous_abandons": previous_abandons,
+                "channels": channels,
+                "local_hour": local_hour,
+                "touch": item.touch,
+            }
+        )
+    return contexts
 
 
 def _decide(
-    conn: sa.Connection,
-    rt: Runtime,
-    cart: Any,
-    *,
-    journey: int,
-    touch: int,
-    base: datetime,
-    now: datetime,
-) -> dict[str, Any] | None:
-    """Ask the store's policy for this touch and store its decision. None: journey is over."""
-    policy = rt.policy_for(cart.store_id)
-    if touch > policy.max_touches:
-        return None
-    customer = None
-    if cart.customer_id is not None:
-        customer = conn.execute(
-            sa.select(customer_t).where(customer_t.c.id == cart.customer_id)
-        ).first()
-    context = build_context(conn, cart, customer, journey=journey, touch=touch, now=now)
-    chosen: PolicyDecision = policy.choose(context, now=now)
-    arm = chosen.arm
-    when = base + _real(rt, arm.delay_minutes * 60.0)
-    if customer is not None and not arm.is_holdout:
-        store = conn.execute(
-            sa.select(store_t.c.country, store_t.c.rules).where(store_t.c.id == cart.store_id)
-        ).one()
-        when = compliance.next_allowed(
-            when,
-            timezone=customer.timezone,
-            rules=compliance.Rules.for_store(store.country, store.rules),
-            night_consent=bool(customer.consent_night),
-        )
-    row: dict[str, Any] = {
-        "id": chosen.id if len(chosen.id) == 32 else new_id(),
-        "store_id": cart.store_id,
-        "cart_id": cart.id,
-        "journey": journey,
-        "touch": touch,
-        "policy": _policy_name(policy, chosen),
-        "experiment_id": chosen.context.get("experiment"),
-        "arm_key": arm.key,
-        "channel": arm.channel,
-        "delay_minutes": arm.delay_minutes,
-        "discount_pct": arm.discount_pct,
-        "propensity": chosen.propensity,
-        "context": dict(chosen.context) if chosen.context else context,
-        "decided_at": now,
-        "scheduled_for": when,
-        "state": DecisionState.SKIPPED if arm.is_holdout else DecisionState.SCHEDULED,
-        "state_reason": "holdout" if arm.is_holdout else None,
-        "window_ends_at": now
-        + _real(
-            rt,
-            86400.0
-            * float(
-                chosen.context.get("attribution_window_days") or rt.settings.attribution_window_days
-            ),
-        ),
-        "updated_at": now,
-    }
-    conn.execute(sa.insert(decision_t).values(**row))
-    logger.info(
-        "Cart %s touch %d: %s (propensity %.3f)", cart.id, touch, arm.key, chosen.propensity
+    conn: sa.Connection, rt: Runtime, items: Sequence[_Next], *, base: datetime, now: datetime
+) -> list[dict[str, Any]]:
+    """Ask each store's policy for these touches and store its decisions (journeys whose
+    policy has no further touch end here). Returns the decision rows stored."""
+    wanted = [
+        (item, policy)
+        for item in items
+        for policy in (rt.policy_for(item.cart.store_id),)
+        if item.touch <= policy.max_touches
+    ]
+    if not wanted:
+        return []
+    customer_ids = {i.cart.customer_id for i, _ in wanted if i.cart.customer_id is not None}
+    customers = (
+        {
+            c.id: c
+            for c in conn.execute(
+                sa.select(customer_t).where(among(conn, customer_t.c.id, customer_ids))
+            )
+        }
+        if customer_ids
+        else {}
     )
-    return row
+    stores = {
+        r.id: compliance.Rules.for_store(r.country, r.rules)
+        for r in conn.execute(
+            sa.select(store_t.c.id, store_t.c.country, store_t.c.rules).where(
+                among(conn, store_t.c.id, {i.cart.store_id for i, _ in wanted})
+            )
+        )
+    }
+    contexts = build_contexts(conn, [i for i, _ in wanted], customers, now=now)
+    rows: list[dict[str, Any]] = []
+    for (item, policy), context in zip(wanted, contexts, strict=True):
+        cart = item.cart
+        chosen: PolicyDecision = policy.choose(context, now=now)
+        arm = chosen.arm
+        when = base + _real(rt, arm.delay_minutes * 60.0)
+        customer = customers.get(cart.customer_id) if cart.customer_id is not None else None
+        if customer is not None and not arm.is_holdout:
+            when = compliance.next_allowed(
+                when,
+                timezone=customer.timezone,
+                rules=stores[cart.store_id],
+                night_consent=bool(customer.consent_night),
+            )
+        window_days = float(
+            chosen.context.get("attribution_window_days") or rt.settings.attribution_window_days
+        )
+        rows.append(
+            {
+                "id": chosen.id if len(chosen.id) == 32 else new_id(),
+                "store_id": cart.store_id,
+                "cart_id": cart.id,
+                "journey": item.journey,
+                "touch": item.touch,
+                "policy": _policy_name(policy, chosen),
+                "experiment_id": chosen.context.get("experiment"),
+                "arm_key": arm.key,
+                "channel": arm.channel,
+                "delay_minutes": arm.delay_minutes,
+                "discount_pct": arm.discount_pct,
+                "propensity": chosen.propensity,
+                "context": dict(chosen.context) if chosen.context else context,
+                "decided_at": now,
+                "scheduled_for": when,
+                "enqueued_at": None,
+                "state": DecisionState.SKIPPED if arm.is_holdout else DecisionState.SCHEDULED,
+                "state_reason": "holdout" if arm.is_holdout else None,
+                "window_ends_at": now + _real(rt, 86400.0 * window_days),
+                "updated_at": now,
+            }
+        )
+        logger.info(
+            "Cart %s touch %d: %s (propensity %.3f)",
+            cart.id,
+            item.touch,
+            arm.key,
+            chosen.propensity,
+        )
+    # A touch decided already (by a worker that settled the same send) is not decided twice.
+    conflict = "ON CONFLICT (cart_id, journey, touch) DO NOTHING"
+    returned = bulk.insert_rows(conn, decision_t, rows, conflict=conflict, returning=("id",))
+    if conn.dialect.name == "postgresql":
+        stored = {r[0] for r in returned}
+    else:  # SQLite's executemany returns nothing: read back which went in
+        ids = [r["id"] for r in rows]
+        stored = set(
+            conn.execute(
+                sa.select(decision_t.c.id).where(among(conn, decision_t.c.id, ids))
+            ).scalars()
+        )
+    return [r for r in rows if r["id"] in stored]
 
 
 def _policy_name(policy: Policy, chosen: PolicyDecision) -> str:
@@ -232,380 +288,77 @@ def _policy_name(policy: Policy, chosen: PolicyDecision) -> str:
     return type(default).__name__
 
 
-def _schedule(rt: Runtime, decision: dict[str, Any] | None, now: datetime) -> list[FollowUp]:
-    """Put a due-soon send on the broker; later ones wait in the database for the sweep."""
-    if decision is None or decision["state"] != DecisionState.SCHEDULED:
-        return []
-    wait = (decision["scheduled_for"] - now).total_seconds()
-    if wait > rt.settings.broker_delay_horizon_seconds:
-        return []
-    with rt.engine.begin() as conn:
+def schedule(
+    conn: sa.Connection, rt: Runtime, decisions: Iterable[Mapping[str, Any]], now: datetime
+) -> list[FollowUp]:
+    """Put due-soon sends on the broker (after commit); later ones wait for the sweep."""
+    follow_ups = []
+    for d in decisions:
+        if d["state"] != DecisionState.SCHEDULED:
+            continue
+        wait = (d["scheduled_for"] - now).total_seconds()
+        if wait <= rt.settings.broker_delay_horizon_seconds:
+            follow_ups.append(FollowUp("send_touch", d["id"], _ms(wait)))
+    if follow_ups:
         conn.execute(
-            sa.update(decision_t).where(decision_t.c.id == decision["id"]).values(enqueued_at=now)
+            sa.update(decision_t)
+            .where(among(conn, decision_t.c.id, [str(f.arg) for f in follow_ups]))
+            .values(enqueued_at=now)
         )
-    return [FollowUp("send_touch", decision["id"], _ms(wait))]
+    return follow_ups
+
+
+def after_sent(
+    conn: sa.Connection, rt: Runtime, decisions: Sequence[Any], now: datetime
+) -> list[FollowUp]:
+    """These touches went out (or may have): mark them sent and decide each journey's next
+    touch, unless the cart was bought or changed meanwhile."""
+    if not decisions:
+        return []
+    conn.execute(
+        sa.update(decision_t)
+        .where(among(conn, decision_t.c.id, [d.id for d in decisions]))
+        .values(state=DecisionState.SENT, updated_at=now)
+    )
+    carts = {
+        c.id: c
+        for c in conn.execute(
+            sa.select(cart_t).where(among(conn, cart_t.c.id, {d.cart_id for d in decisions}))
+        )
+    }
+    following = [
+        _Next(carts[d.cart_id], d.journey, d.touch + 1)
+        for d in decisions
+        if carts[d.cart_id].status == CartStatus.ABANDONED and carts[d.cart_id].journey == d.journey
+    ]
+    return schedule(conn, rt, _decide(conn, rt, following, base=now, now=now), now)
 
 
 # --- sending ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Send:
-    """Everything a hand-off needs, read in the claiming transaction."""
-
-    decision: Any
-    cart: Any
-    customer: Any
-    store: Any
-    message_id: str
-    recipient: str
-    coupon: str | None
-
-
 def send_touch(rt: Runtime, decision_id: str) -> list[FollowUp]:
-    """Send one touch, at most once. Safe to run any number of times for the same decision."""
-    s = rt.settings
-    now = rt.clock()
-    with rt.engine.begin() as conn:
-        d = _lock(conn, sa.select(decision_t).where(decision_t.c.id == decision_id))
-        if d is None:
-            logger.warning("Decision %s not found", decision_id)
-            return []
-        if d.state == DecisionState.SCHEDULED:
-            wait = (d.scheduled_for - now).total_seconds()
-            if wait > 1.0:  # early (a duplicate or a clock skew): come back at the right time
-                return (
-                    []
-                    if wait > s.broker_delay_horizon_seconds
-                    else [FollowUp("send_touch", decision_id, _ms(wait))]
-                )
-            message_id = new_id()
-        elif d.state == DecisionState.SENDING:
-            # A retry, or a crashed worker's send: take it over only if its lease ran out
-            # before anything was handed to the provider.
-            claimed = conn.execute(
-                sa.update(message_t)
-                .where(
-                    message_t.c.decision_id == decision_id,
-                    message_t.c.status == MessageStatus.PREPARED,
-                    message_t.c.lease_until <= now,
-                )
-                .values(
-                    attempts=message_t.c.attempts + 1,
-                    lease_until=now + timedelta(seconds=s.send_lease_seconds),
-                )
-                .returning(message_t.c.id)
-            ).first()
-            if claimed is None:
-                return []
-            message_id = claimed.id
-        else:
-            return []  # sent, skipped, void or failed already
+    """Send one touch, at most once. Safe to run any number of times for the same decision.
 
-        cart = conn.execute(sa.select(cart_t).where(cart_t.c.id == d.cart_id)).one()
-        customer = _customer(conn, cart.customer_id)
-        store = conn.execute(sa.select(store_t).where(store_t.c.id == d.store_id)).one()
-        obstacle = _obstacle(conn, rt, d, cart, customer, store, now)
-        if isinstance(obstacle, datetime):  # quiet hours: same touch, later
-            claimed_id = message_id if d.state == DecisionState.SENDING else None
-            return _postpone(conn, rt, d, claimed_id, obstacle, now)
-        if obstacle is not None:
-            if d.state == DecisionState.SENDING:
-                _void_message(conn, decision_id, message_id, obstacle, now)
-            else:
-                conn.execute(
-                    sa.update(decision_t)
-                    .where(decision_t.c.id == decision_id)
-                    .values(state=_state_for(obstacle), state_reason=obstacle, updated_at=now)
-                )
-            logger.info("Touch %s not sent: %s", decision_id, obstacle)
-            return []
-
-        recipient = _recipient(conn, d.channel, customer)
-        if d.state == DecisionState.SCHEDULED:
-            conn.execute(
-                sa.update(decision_t)
-                .where(decision_t.c.id == decision_id)
-                .values(state=DecisionState.SENDING, updated_at=now)
-            )
-            # The idempotency record: from here on this touch is never started twice.
-            conn.execute(
-                sa.insert(message_t).values(
-                    id=message_id,
-                    decision_id=decision_id,
-                    store_id=d.store_id,
-                    channel=d.channel,
-                    recipient=recipient.address,
-                    status=MessageStatus.PREPARED,
-                    cost=0.0,
-                    attempts=1,
-                    created_at=now,
-                    lease_until=now + timedelta(seconds=s.send_lease_seconds),
-                )
-            )
-        code = coupons.mint(conn, rt.settings, d, now) if d.discount_pct > 0 else None
-        send = _Send(d, cart, customer, store, message_id, recipient.payload, code)
-
-    return _deliver(rt, send)
-
-
-def _state_for(reason: str) -> str:
-    return DecisionState.VOID if reason in ("ordered", "cart_changed") else DecisionState.SKIPPED
-
-
-def _customer(conn: sa.Connection, customer_id: int | None) -> Any:
-    if customer_id is None:
-        return None
-    return conn.execute(sa.select(customer_t).where(customer_t.c.id == customer_id)).first()
-
-
-@dataclass(frozen=True)
-class _Recipient:
-    address: str  # what the message record keeps (email, phone, "push:<subscription id>")
-    payload: str  # what the channel gets (for push: the subscription's JSON)
-
-
-def _recipient(conn: sa.Connection, channel: str, customer: Any) -> _Recipient:
-    if channel == "push":
-        sub = conn.execute(
-            sa.select(push_t)
-            .where(push_t.c.customer_id == customer.id)
-            .order_by(push_t.c.id.desc())
-            .limit(1)
-        ).one()
-        subscription = {"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}}
-        return _Recipient(f"push:{sub.id}", orjson.dumps(subscription).decode())
-    address = customer.email if channel == "email" else customer.phone
-    return _Recipient(address, address)
-
-
-def _obstacle(
-    conn: sa.Connection, rt: Runtime, d: Any, cart: Any, customer: Any, store: Any, now: datetime
-) -> str | datetime | None:
-    """Why this touch must not go out now (a reason), when it may (a time), or None.
-
-    Checked when the send is claimed and, for what can change in a moment (an order, an
-    unsubscribe), again right before the hand-off.
+    Raises TransientSendError when the provider said "later" (the touch is retried with the
+    same message record), PermanentSendError when it refused for good (recorded, and the
+    address suppressed if it says so). See :mod:`senders.sending`.
     """
-    if cart.status == CartStatus.CONVERTED:
-        return "ordered"
-    if cart.status != CartStatus.ABANDONED or cart.journey != d.journey:
-        return "cart_changed"
-    if customer is None:
-        return "no_contact"
-    if d.channel not in compliance.reachable_channels(conn, store_id=d.store_id, customer=customer):
-        push = (
-            d.channel == "push"
-            and conn.execute(
-                sa.select(push_t.c.id).where(push_t.c.customer_id == customer.id)
-            ).first()
-        )
-        has_contact = {
-            "email": customer.email,
-            "sms": customer.phone,
-            "kakao": customer.phone,
-            "push": push,
-        }.get(d.channel)
-        if not has_contact:
-            return "no_contact"
-        if compliance.contact_for(d.channel, customer, "x") is None:
-            return "no_consent"
-        return "suppressed"
-    rules = compliance.Rules.for_store(store.country, store.rules)
-    cap = compliance.cap_reached(
-        conn,
-        customer_id=customer.id,
-        channel=d.channel,
-        now=now,
-        rules=rules,
-        day=_real(rt, 86400.0),
-    )
-    if cap is not None:
-        return cap
-    allowed = compliance.next_allowed(
-        now, timezone=customer.timezone, rules=rules, night_consent=bool(customer.consent_night)
-    )
-    return allowed if allowed > now else None
+    from senders.sending import send_touches
 
-
-def _deliver(rt: Runtime, send: _Send) -> list[FollowUp]:
-    s = rt.settings
-    d, message_id = send.decision, send.message_id
-    outgoing = render.reminder(
-        channel=d.channel,
-        message_id=message_id,
-        recipient=send.recipient,
-        store=send.store,
-        cart=send.cart,
-        customer=send.customer,
-        coupon=send.coupon,
-        discount_pct=d.discount_pct,
-        settings=s,
-    )
-    with open_channel(d.channel, s) as channel:
-        try:
-            channel.prepare(outgoing)
-        except TransientSendError:
-            _release(rt, message_id)
-            raise
-        except PermanentSendError as exc:
-            _fail(rt, send, exc)
-            raise
-        # Last look before the point of no return: an order or an opt-out meanwhile?
-        with rt.engine.begin() as conn:
-            now = rt.clock()
-            cart = conn.execute(sa.select(cart_t).where(cart_t.c.id == d.cart_id)).one()
-            customer = _customer(conn, cart.customer_id)
-            obstacle = _obstacle(conn, rt, d, cart, customer, send.store, now)
-            if isinstance(obstacle, datetime):
-                return _postpone(conn, rt, d, message_id, obstacle, now)
-            if obstacle is not None:
-                _void_message(conn, d.id, message_id, obstacle, now)
-                logger.info("Touch %s stopped before hand-off: %s", d.id, obstacle)
-                return []
-            conn.execute(
-                sa.update(message_t)
-                .where(message_t.c.id == message_id)
-                .values(status=MessageStatus.HANDOFF)
-            )
-        try:
-            sent = channel.deliver()
-        except TransientSendError:
-            # The provider said no without keeping a copy, so a retry cannot double.
-            with rt.engine.begin() as conn:
-                conn.execute(
-                    sa.update(message_t)
-                    .where(message_t.c.id == message_id)
-                    .values(
-                        status=MessageStatus.PREPARED,
-                        lease_until=rt.clock(),
-                        error_kind="transient",
-                    )
-                )
-            raise
-        except PermanentSendError as exc:
-            _fail(rt, send, exc)
-            raise
-        # A ConnectionError here leaves the message in hand-off: the sweep marks it uncertain.
-
-    now = rt.clock()
-    with rt.engine.begin() as conn:
-        conn.execute(
-            sa.update(message_t)
-            .where(message_t.c.id == message_id)
-            .values(
-                status=MessageStatus.SENT,
-                provider_id=sent.provider_id,
-                cost=sent.cost,
-                detail=sent.detail,
-                sent_at=now,
-            )
-        )
-        next_decision = _after_sent(conn, rt, d, now)
-    logger.info(
-        "%s sent for cart %s touch %d (message %s)",
-        d.channel.capitalize() if d.channel != "sms" else "SMS",
-        d.cart_id,
-        d.touch,
-        message_id,
-    )
-    return _schedule(rt, next_decision, now)
-
-
-def _after_sent(conn: sa.Connection, rt: Runtime, d: Any, now: datetime) -> Any:
-    conn.execute(
-        sa.update(decision_t)
-        .where(decision_t.c.id == d.id)
-        .values(state=DecisionState.SENT, updated_at=now)
-    )
-    cart = conn.execute(sa.select(cart_t).where(cart_t.c.id == d.cart_id)).one()
-    if cart.status != CartStatus.ABANDONED or cart.journey != d.journey:
-        return None
-    return _decide(conn, rt, cart, journey=d.journey, touch=d.touch + 1, base=now, now=now)
-
-
-def _release(rt: Runtime, message_id: str) -> None:
-    with rt.engine.begin() as conn:
-        conn.execute(
-            sa.update(message_t)
-            .where(message_t.c.id == message_id, message_t.c.status == MessageStatus.PREPARED)
-            .values(lease_until=rt.clock())
-        )
-
-
-def _fail(rt: Runtime, send: _Send, exc: PermanentSendError) -> None:
-    """The provider refused for good: record it, and suppress the address if it says so."""
-    now = rt.clock()
-    d = send.decision
-    with rt.engine.begin() as conn:
-        conn.execute(
-            sa.update(message_t)
-            .where(message_t.c.id == send.message_id)
-            .values(status=MessageStatus.FAILED, error=str(exc)[:500], error_kind="permanent")
-        )
-        conn.execute(
-            sa.update(decision_t)
-            .where(decision_t.c.id == d.id)
-            .values(state=DecisionState.FAILED, state_reason=exc.reason[:64], updated_at=now)
-        )
-        if exc.suppress:
-            address = send.recipient
-            if d.channel == "push":
-                address = orjson.loads(send.recipient)["endpoint"]
-                conn.execute(sa.delete(push_t).where(push_t.c.endpoint == address))
-            # A phone number refused on SMS is refused on KakaoTalk's SMS fallback too.
-            for channel in ("sms", "kakao") if d.channel in ("sms", "kakao") else (d.channel,):
-                suppress(
-                    conn,
-                    store_id=d.store_id,
-                    channel=channel,
-                    address=address,
-                    reason=exc.reason,
-                    at=now,
-                )
-
-
-def _void_message(
-    conn: sa.Connection, decision_id: str, message_id: str, reason: str, now: datetime
-) -> None:
-    """Nothing was handed over, and the touch ends with ``reason``."""
-    conn.execute(
-        sa.update(message_t).where(message_t.c.id == message_id).values(status=MessageStatus.VOID)
-    )
-    conn.execute(
-        sa.update(decision_t)
-        .where(decision_t.c.id == decision_id)
-        .values(state=_state_for(reason), state_reason=reason, updated_at=now)
-    )
-
-
-def _postpone(
-    conn: sa.Connection,
-    rt: Runtime,
-    d: Any,
-    message_id: str | None,
-    until: datetime,
-    now: datetime,
-) -> list[FollowUp]:
-    """Quiet hours: the same touch, at the first allowed minute. A claimed (never handed over)
-    message record is dropped so the touch can be claimed afresh then."""
-    if message_id is not None:
-        conn.execute(sa.delete(message_t).where(message_t.c.id == message_id))
-    conn.execute(
-        sa.update(decision_t)
-        .where(decision_t.c.id == d.id)
-        .values(
-            state=DecisionState.SCHEDULED, scheduled_for=until, enqueued_at=None, updated_at=now
-        )
-    )
-    logger.info("Touch %s postponed out of quiet hours", d.id)
-    wait = (until - now).total_seconds()
-    if wait > rt.settings.broker_delay_horizon_seconds:
-        return []
-    return [FollowUp("send_touch", d.id, _ms(wait))]
+    report = send_touches(rt, [decision_id])
+    if report.transient:
+        raise report.transient[0]
+    if report.refused:
+        raise report.refused[0]
+    return report.follow_ups
 
 
 # --- the sweep -------------------------------------------------------------------------------
+
+
+#: How many pages of due touches one sweep takes at most (``limit`` each).
+DUE_PAGES = 20
 
 
 def sweep(rt: Runtime, *, limit: int = 1000) -> SweepReport:
@@ -615,6 +368,7 @@ def sweep(rt: Runtime, *, limit: int = 1000) -> SweepReport:
     - carts idle past the abandonment time whose check got lost → check them;
     - touches due soon that are not on the broker → enqueue them;
     - sends whose worker died before hand-off → retry; during hand-off → mark uncertain;
+    - messages whose provider reports later how they ended → ask it;
     - attribution windows that closed without an order → record the non-conversion.
     """
     s = rt.settings
@@ -636,25 +390,30 @@ def sweep(rt: Runtime, *, limit: int = 1000) -> SweepReport:
 
         horizon = now + timedelta(seconds=s.sweep_interval_seconds)
         stale = now - timedelta(seconds=s.send_lease_seconds)
-        due = conn.execute(
-            sa.select(decision_t.c.id, decision_t.c.scheduled_for)
-            .where(
-                decision_t.c.state == DecisionState.SCHEDULED,
-                decision_t.c.scheduled_for <= horizon,
-                sa.or_(decision_t.c.enqueued_at.is_(None), decision_t.c.enqueued_at < stale),
-            )
-            .limit(limit)
-        ).all()
-        if due:
-            conn.execute(
-                sa.update(decision_t)
-                .where(decision_t.c.id.in_([r.id for r in due]))
-                .values(enqueued_at=now)
-            )
-        for row in due:
-            wait = (row.scheduled_for - now).total_seconds()
-            report.follow_ups.append(FollowUp("send_touch", row.id, _ms(wait)))
-            report.sends += 1
+        # Due touches are many at busy times: taken in pages, so one sweep can put any
+        # number on the broker (they travel in batches; see senders.actors.enqueue).
+        for _ in range(DUE_PAGES):
+            due = conn.execute(
+                sa.select(decision_t.c.id, decision_t.c.scheduled_for)
+                .where(
+                    decision_t.c.state == DecisionState.SCHEDULED,
+                    decision_t.c.scheduled_for <= horizon,
+                    sa.or_(decision_t.c.enqueued_at.is_(None), decision_t.c.enqueued_at < stale),
+                )
+                .limit(limit)
+            ).all()
+            if due:
+                conn.execute(
+                    sa.update(decision_t)
+                    .where(among(conn, decision_t.c.id, [r.id for r in due]))
+                    .values(enqueued_at=now)
+                )
+            for row in due:
+                wait = (row.scheduled_for - now).total_seconds()
+                report.follow_ups.append(FollowUp("send_touch", row.id, _ms(wait)))
+                report.sends += 1
+            if len(due) < limit:
+                break
 
         for decision_id in conn.execute(
             sa.select(message_t.c.decision_id)
@@ -664,31 +423,42 @@ def sweep(rt: Runtime, *, limit: int = 1000) -> SweepReport:
             report.follow_ups.append(FollowUp("send_touch", decision_id))
             report.reclaimed += 1
 
-    report.uncertain = _settle_uncertain(rt, now, limit)
+        from senders import delivery  # it builds on this module
+
+        for message_id in delivery.due(conn, rt, now, limit):
+            report.follow_ups.append(FollowUp("check_delivery", message_id))
+            report.deliveries += 1
+
+    report.uncertain, follow_ups = _settle_uncertain(rt, now, limit)
+    report.follow_ups += follow_ups
     report.closed = close_windows(rt, now=now, limit=limit)
     return report
 
 
-def _settle_uncertain(rt: Runtime, now: datetime, limit: int) -> int:
-    """A worker died during hand-off: the provider may hold the message. Never send again."""
-    settled = 0
+def _settle_uncertain(rt: Runtime, now: datetime, limit: int) -> tuple[int, list[FollowUp]]:
+    """A worker died during hand-off: the provider may hold the message. Never send again;
+    count it as sent (at the channel's usual price) and go on with the journey."""
+    costs = rt.settings.message_costs()
     with rt.engine.begin() as conn:
         rows = conn.execute(
-            sa.select(message_t.c.id, message_t.c.decision_id)
+            sa.select(message_t.c.id, message_t.c.channel, message_t.c.decision_id)
             .where(message_t.c.status == MessageStatus.HANDOFF, message_t.c.lease_until <= now)
             .limit(limit)
         ).all()
+        if not rows:
+            return 0, []
+        conn.execute(
+            sa.update(message_t)
+            .where(message_t.c.id == sa.bindparam("m"), message_t.c.status == MessageStatus.HANDOFF)
+            .values(status=MessageStatus.UNCERTAIN, cost=sa.bindparam("cost")),
+            [{"m": r.id, "cost": costs.get(r.channel, 0.0)} for r in rows],
+        )
         for row in rows:
-            conn.execute(
-                sa.update(message_t)
-                .where(message_t.c.id == row.id)
-                .values(status=MessageStatus.UNCERTAIN, cost=COST_PER_EMAIL)
-            )
-            d = conn.execute(sa.select(decision_t).where(decision_t.c.id == row.decision_id)).one()
             logger.warning("Message %s: worker lost during hand-off; not re-sent", row.id)
-            _after_sent(conn, rt, d, now)
-            settled += 1
-    return settled
+        decisions = conn.execute(
+            sa.select(decision_t).where(among(conn, decision_t.c.id, [r.decision_id for r in rows]))
+        ).all()
+        return len(rows), after_sent(conn, rt, decisions, now)
 
 
 def close_windows(rt: Runtime, *, now: datetime, limit: int = 1000) -> int:
@@ -717,7 +487,10 @@ def close_windows(rt: Runtime, *, now: datetime, limit: int = 1000) -> int:
         if pending:
             conn.execute(
                 sa.update(decision_t)
-                .where(decision_t.c.id.in_(pending), decision_t.c.state == DecisionState.SCHEDULED)
+                .where(
+                    among(conn, decision_t.c.id, pending),
+                    decision_t.c.state == DecisionState.SCHEDULED,
+                )
                 .values(state=DecisionState.VOID, state_reason="window_closed", updated_at=now)
             )
         stmt = insert(outcome_t, conn.dialect.name).on_conflict_do_nothing(

@@ -25,6 +25,8 @@ def _env() -> jinja2.Environment:
         autoescape=jinja2.select_autoescape(["html"]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
+        # Templates ship with the code: no stat() of their files on every message.
+        auto_reload=False,
     )
 
 

@@ -47,15 +47,13 @@ class Sweeper(threading.Thread):
             folded = fold(rt.engine, experiment_id)
             if folded:
                 logger.info("Experiment %s learned from %d outcomes", experiment_id, folded)
-        if report.checks or report.sends or report.reclaimed or report.uncertain or report.closed:
+        counts = (report.checks, report.sends, report.reclaimed, report.uncertain, report.closed)
+        if any(counts) or report.deliveries:
             logger.info(
                 "Sweep: %d overdue carts, %d due touches, %d sends retried, %d uncertain, "
-                "%d windows closed",
-                report.checks,
-                report.sends,
-                report.reclaimed,
-                report.uncertain,
-                report.closed,
+                "%d windows closed, %d deliveries to check",
+                *counts,
+                report.deliveries,
             )
         return report
 

@@ -256,6 +256,7 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_message_status_lease_until", "status", "lease_until"),
         sa.Index("ix_message_store_created_at", "store_id", "created_at"),
+        sa.Index("ix_message_next_check_at", "next_check_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
@@ -278,6 +279,9 @@ class Message(SQLModel, table=True):
     delivery_status: str | None = Field(default=None, max_length=32)
     # e.g. SMS segments and encoding, or an AlimTalk fallback to SMS.
     detail: str | None = Field(default=None, max_length=200)
+    # When to ask the provider how the message ended (AlimTalk reports a fallback to SMS
+    # later); None: nothing to ask.
+    next_check_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Suppression(SQLModel, table=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -162,3 +163,71 @@ def test_numbers_are_checked_before_any_request(
         channel.prepare(alimtalk(to="+14155550123"))
     assert (e.value.reason, e.value.suppress) == ("unsupported_country", False)
     assert provider.exchanges == []
+
+
+@pytest.fixture
+def nhn_like() -> Iterator[AlimTalkSink]:
+    """A provider that reports the fallback later, as NHN Cloud does."""
+    with AlimTalkSink("app-1", "secret-1", templates=[TEMPLATE], report_later=True) as sink:
+        yield sink
+
+
+@pytest.fixture
+def later_settings(env: Callable[..., Settings], nhn_like: AlimTalkSink) -> Settings:
+    return env(
+        alimtalk_base_url=nhn_like.url,
+        alimtalk_app_key="app-1",
+        alimtalk_secret="secret-1",
+        alimtalk_sender_key="sender-key-1",
+        alimtalk_resend_from="0212345678",
+        alimtalk_price=0.006,
+        lms_price=0.022,
+        alimtalk_check_seconds=30,
+    )
+
+
+def test_a_fallback_reported_later_is_read_from_the_message_query(
+    later_settings: Settings, nhn_like: AlimTalkSink
+) -> None:
+    # Given three recipients: on KakaoTalk, not on it (the LMS goes), not on it and the LMS
+    # fails too
+    nhn_like.no_kakaotalk.update({"01022223333", "01044445555"})
+    nhn_like.lms_fails.add("01044445555")
+    nhn_like.report_after = 0.3
+    with open_channel("kakao", later_settings) as channel:
+        results = []
+        for n, to in enumerate(["+821011112222", "+821022223333", "+821044445555"]):
+            channel.prepare(alimtalk(to, message_id=f"m-{n}"))
+            results.append(channel.deliver())
+        # Then each send is accepted at the AlimTalk price, to be checked later
+        assert all(r.cost == pytest.approx(0.006) and r.detail is None for r in results)
+        assert all(r.check_after == 30 for r in results)
+        # While the provider does not know yet, the answer is not final
+        assert not channel.check(results[1].provider_id).final  # type: ignore[attr-defined]
+        time.sleep(0.35)
+        kakao, lms, neither = (
+            channel.check(r.provider_id)  # type: ignore[attr-defined]
+            for r in results
+        )
+    assert (kakao.final, kakao.status, kakao.detail) == (True, "delivered", None)
+    assert kakao.cost == pytest.approx(0.006)
+    assert (lms.final, lms.status, lms.detail) == (True, "delivered", "fallback:lms")
+    assert lms.cost == pytest.approx(0.022)
+    assert (neither.final, neither.status, neither.cost) == (True, "failed", 0.0)
+    assert "3019" in (neither.error or "")
+    assert [s.via for s in nhn_like.sent] == ["alimtalk", "lms"]
+    assert nhn_like.queries == 4
+
+
+@pytest.mark.usefixtures("later_settings")
+def test_without_a_fallback_number_the_failure_is_reported_later(
+    env: Callable[..., Settings], nhn_like: AlimTalkSink
+) -> None:
+    settings = env(alimtalk_resend_from=None)
+    nhn_like.no_kakaotalk.add("01012345678")
+    with open_channel("kakao", settings) as channel:
+        channel.prepare(alimtalk())
+        result = channel.deliver()
+        outcome = channel.check(result.provider_id)  # type: ignore[attr-defined]
+    assert (outcome.final, outcome.status, outcome.cost) == (True, "failed", 0.0)
+    assert nhn_like.sent == []

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from nudge.provider_sinks import TwilioSink
+from nudge.provider_sinks import TwilioSink, free_port
 from senders.channels import open_channel
 from senders.channels.base import Outgoing, SendResult
 from senders.errors import PermanentSendError, TransientSendError
@@ -189,3 +189,40 @@ def test_nothing_logs_the_number_the_body_or_the_token(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for secret in (TO, TO.removeprefix("+"), TOKEN, "You left 2 items"):
         assert secret not in logged
+
+
+def test_many_messages_go_over_one_keep_alive_connection(
+    sms_settings: Settings, twilio: TwilioSink
+) -> None:
+    with open_channel("sms", sms_settings) as channel:
+        for n in range(3):
+            channel.prepare(sms(message_id=f"m-{n}"))
+            channel.deliver()
+    assert len(twilio.messages) == 3
+    assert len({e.peer for e in twilio.exchanges}) == 1
+
+
+def test_a_connection_the_provider_closed_is_opened_again(
+    sms_settings: Settings, twilio: TwilioSink
+) -> None:
+    with open_channel("sms", sms_settings) as channel:
+        channel.prepare(sms())
+        channel.deliver()
+        twilio.stop()  # the provider drops idle connections (here: it restarts)
+        with TwilioSink(SID, TOKEN, port=twilio.port) as again:
+            channel.prepare(sms())
+            assert channel.deliver().status == "queued"
+            assert len(again.messages) == 1
+
+
+def test_no_connection_at_all_is_transient_not_ambiguous(env: Callable[..., Settings]) -> None:
+    # Nothing listens: the request never left, so a retry cannot double it
+    settings = env(
+        twilio_account_sid=SID,
+        twilio_auth_token=TOKEN,
+        twilio_from=FROM,
+        twilio_base_url=f"http://127.0.0.1:{free_port()}",
+    )
+    with open_channel("sms", settings) as channel, pytest.raises(TransientSendError):
+        channel.prepare(sms())
+        channel.deliver()

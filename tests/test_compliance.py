@@ -30,10 +30,9 @@ from senders import compliance, journey, links
 from senders.broker import setup_broker
 from settings import Settings
 from store.db import dispose_engines, get_engine
-from store.events import apply_events
-from store.schemas import EventIn
 from store.stores import create_store
 from tests.factories import cart_event, order_event
+from tests.journeys import Clock, post, rows
 
 SEOUL, NEW_YORK = "Asia/Seoul", "America/New_York"
 
@@ -83,17 +82,6 @@ def test_next_allowed_minute(
 # --- the journey with the rules -------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
 def sink() -> Iterator[SmtpSink]:
     with SmtpSink() as s:
@@ -108,22 +96,6 @@ def runtime(settings: Settings, start: datetime, policy: Any = None) -> journey.
         policy_for=lambda _store: policy,
         clock=Clock(start),
     )
-
-
-def post(rt: journey.Runtime, store_id: str, *events: dict[str, Any]) -> Any:
-    with rt.engine.begin() as conn:
-        return apply_events(
-            conn,
-            store_id=store_id,
-            events=[EventIn.model_validate(e) for e in events],
-            now=rt.clock(),
-        )
-
-
-def rows(rt: journey.Runtime, table: str) -> list[Any]:
-    t = SQLModel.metadata.tables[table]
-    with rt.engine.connect() as conn:
-        return list(conn.execute(sa.select(t).order_by(*t.primary_key.columns)))
 
 
 def decisions(rt: journey.Runtime) -> list[Any]:
@@ -238,10 +210,10 @@ def test_frequency_cap_skips_the_touch_over_it(env_settings: Settings, sink: Smt
 def test_unsubscribe_suppresses_at_once_and_only_new_consent_lifts_it(
     env_settings: Settings, sink: SmtpSink
 ) -> None:
-    # The unsubscribe endpoint stamps the suppression with the wall clock, and only consent
-    # given after it lifts it: the journey's clock must run after today (10:00 in New York).
-    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
-    rt = runtime(env_settings, utc(tomorrow.year, tomorrow.month, tomorrow.day, 15, 0))
+    # The unsubscribe endpoint stamps the suppression with the wall clock; the journey runs on
+    # the test's clock, which must therefore be ahead of it: tomorrow, 10:00 in New York.
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    rt = runtime(env_settings, tomorrow.replace(hour=15, minute=0, second=0, microsecond=0))
     clock: Clock = rt.clock  # type: ignore[assignment]
     us = store(rt, "Outdoor")
     abandon(rt, us, timezone=NEW_YORK)
@@ -317,6 +289,69 @@ def test_coupon_is_minted_once_sent_and_redeemed_once(
     outcomes = {o.decision_id: o for o in rows(rt, "outcome")}
     assert outcomes[message.decision_id].discount_amount == pytest.approx(23.8)
     assert sum(o.discount_amount for o in outcomes.values()) == pytest.approx(23.8)
+
+
+@pytest.mark.usefixtures("env_settings")  # the SMTP server and database it configures
+def test_a_coupon_works_only_on_its_own_cart_only_once_and_not_after_it_expires(
+    env: Any, sink: SmtpSink
+) -> None:
+    s = env(coupon_valid_days=2)
+    rt = runtime(s, utc(2026, 11, 23, 15, 0), FixedSchedulePolicy(discount_pct=10.0))
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    us = store(rt, "Outdoor")
+    # Given two shoppers, each sent a 10% coupon (codes unique, valid two days)
+    abandon(rt, us, timezone=NEW_YORK)
+    abandon(rt, us, cart_id="c-2", customer_id="cust-2", email="kim@example.com", timezone=NEW_YORK)
+    clock.advance(minutes=60)
+    tick(rt)
+    sink.wait_for(2)
+    first, second = sorted(rows(rt, "coupon"), key=lambda c: c.created_at)
+    assert first.code != second.code
+    assert first.expires_at == first.created_at + timedelta(days=2)
+    by_decision = {d.id: d for d in decisions(rt)}
+    carts = {c.id: c.external_id for c in rows(rt, "cart")}
+    code_of = {carts[by_decision[c.decision_id].cart_id]: c.code for c in (first, second)}
+
+    # When the second shopper's order names the first shopper's code: not theirs, no discount
+    clock.advance(hours=1)
+    order = order_event("c-2", order_id="o-2", occurred_at=clock())
+    order["order"]["coupon_code"] = code_of["c-1001"]
+    post(rt, us, order)
+    assert all(c.redeemed_at is None for c in rows(rt, "coupon"))
+
+    # When the first shopper orders three days later with their own code: expired, no discount
+    clock.advance(days=3)
+    late = order_event(order_id="o-1", occurred_at=clock())
+    late["order"]["coupon_code"] = code_of["c-1001"]
+    post(rt, us, late)
+    assert all(c.redeemed_at is None for c in rows(rt, "coupon"))
+    assert all(o.discount_amount == 0.0 for o in rows(rt, "outcome"))
+    assert {o.converted for o in rows(rt, "outcome")} == {True}
+
+
+def test_a_coupon_is_redeemed_once_even_if_the_order_comes_twice(
+    env_settings: Settings, sink: SmtpSink
+) -> None:
+    rt = runtime(env_settings, utc(2026, 11, 23, 15, 0), FixedSchedulePolicy(discount_pct=15.0))
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    us = store(rt, "Outdoor")
+    abandon(rt, us, timezone=NEW_YORK)
+    clock.advance(minutes=60)
+    tick(rt)
+    sink.wait_for(1)
+    (coupon,) = rows(rt, "coupon")
+    clock.advance(hours=1)
+    for n in range(2):  # the same order delivered twice (a webhook retried, a new event id)
+        order = order_event(order_id="o-1", value=200.0, occurred_at=clock(), event_id=f"e-{n}")
+        order["order"]["coupon_code"] = coupon.code
+        post(rt, us, order)
+        clock.advance(minutes=1)
+    (coupon,) = rows(rt, "coupon")
+    assert coupon.order_id == "o-1"
+    # Both touches' decisions converted; the coupon's discount counted once, on its own
+    outcomes = {o.decision_id: o.discount_amount for o in rows(rt, "outcome")}
+    assert outcomes.pop(coupon.decision_id) == pytest.approx(30.0)
+    assert list(outcomes.values()) == [0.0]
 
 
 # --- any sequence of events ------------------------------------------------------------------

@@ -13,6 +13,7 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,72 @@ def test_worker_killed_mid_send_loses_nothing_and_doubles_nothing(
         went_out = {m.id for m in table(settings, "message") if m.status in ("sent", "uncertain")}
         assert went_out == set(delivered)
         assert {m.rcpt_tos[0] for m in sink.messages} == {"jane@example.com", "kim@example.com"}
+    finally:
+        release.set()
+        if worker is not None:
+            worker.stop()
+        api.stop()
+
+
+def test_worker_killed_in_the_middle_of_a_batch_loses_nothing_and_doubles_nothing(
+    stack: dict[str, Any],
+) -> None:
+    settings, sink, key = stack["settings"], stack["sink"], stack["key"]
+    logs: Path = stack["logs"]
+    api, base = start_api(logs / "api.log")
+    worker: Proc | None = start_worker(logs / "worker-1.log")
+    stalled = threading.Event()
+    release = threading.Event()
+
+    def stall_the_third(_: Any) -> None:
+        if len(sink.messages) == 3:
+            stalled.set()
+            release.wait(60)
+
+    try:
+        # Given six shoppers who leave at the same moment: their reminders fall due together
+        # and travel as one batch, over one SMTP connection
+        left = datetime.now(UTC)
+        shoppers = [
+            cart_event(
+                f"c-{n}",
+                customer_id=f"cust-{n}",
+                email=f"shopper-{n}@example.com",
+                occurred_at=left,
+            )
+            for n in range(6)
+        ]
+        sink.before_accept = stall_the_third
+        r = httpx.post(
+            f"{base}/v1/events/batch",
+            json={"events": shoppers},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert r.status_code == 202, r.text
+        # When the worker dies while the relay holds the third email's DATA (two delivered
+        # before it, three still to go)
+        assert stalled.wait(30), "the batch never reached its third DATA"
+        assert len({m.peer for m in sink.messages}) == 1, "not one batch on one connection"
+        assert worker is not None
+        worker.kill()
+        sink.before_accept = None
+        release.set()
+        worker = start_worker(logs / "worker-2.log")
+
+        # Then the restarted worker sends the three never handed over, and none of the others
+        def settled() -> bool:
+            return {m.status for m in table(settings, "message")} <= {"sent", "uncertain"}
+
+        eventually(lambda: len(sink.messages) >= 6 and settled(), 30, lambda: repr(sink.messages))
+        worker.stop()
+        worker = None
+        delivered = Counter(m.email["X-Nudge-Message"] for m in sink.messages)
+        assert set(delivered.values()) == {1}, f"an email was sent twice: {delivered}"
+        assert {m.rcpt_tos[0] for m in sink.messages} == {s["customer"]["email"] for s in shoppers}
+        messages = table(settings, "message")
+        assert {m.id for m in messages} == set(delivered)
+        # The three in hand-off when the worker died may have arrived: never sent again
+        assert Counter(m.status for m in messages) == {"uncertain": 3, "sent": 3}
     finally:
         release.set()
         if worker is not None:

@@ -7,13 +7,12 @@ directly, as the actors call them, so each step can be checked.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from sqlmodel import SQLModel
 
 from api.app import create_app
 from nudge.smtp_sink import SmtpSink, free_port
@@ -22,20 +21,8 @@ from senders.broker import setup_broker
 from senders.errors import TransientSendError
 from settings import Settings
 from store.db import get_engine
-from store.events import apply_events
-from store.schemas import EventIn
 from tests.factories import cart_event, order_event
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+from tests.journeys import Clock, post, rows
 
 
 @pytest.fixture
@@ -54,23 +41,6 @@ def rt(settings: Settings, sink: SmtpSink, env: Any) -> journey.Runtime:
         policy_for=actors.policy_for,
         clock=Clock(),
     )
-
-
-def post(rt: journey.Runtime, store_id: str, *events: dict[str, Any]) -> Any:
-    with rt.engine.begin() as conn:
-        return apply_events(
-            conn,
-            store_id=store_id,
-            events=[EventIn.model_validate(e) for e in events],
-            now=rt.clock(),
-        )
-
-
-def rows(rt: journey.Runtime, table: str) -> list[Any]:
-    """Every row of a table, typed (aware datetimes, JSON decoded) on both databases."""
-    t = SQLModel.metadata.tables[table]
-    with rt.engine.connect() as conn:
-        return list(conn.execute(sa.select(t).order_by(*t.primary_key.columns)))
 
 
 def decisions(rt: journey.Runtime) -> list[Any]:

@@ -6,6 +6,7 @@ Twilio's Messages API, and real pywebpush against a local push service.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,15 +15,15 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
-from nudge.provider_sinks import PushSink, TwilioSink, vapid_keys
+from nudge.provider_sinks import AlimTalkSink, Planned, PushSink, TwilioSink, vapid_keys
 from optimizer import FixedSchedulePolicy
-from senders import journey
+from senders import delivery, journey, sending
 from senders.errors import PermanentSendError
 from settings import Settings
 from store.db import get_engine
 from store.events import apply_events
 from store.schemas import EventIn
-from tests.factories import cart_event
+from tests.factories import cart_event, order_event
 
 SID, TOKEN, FROM = "AC" + "2" * 32, "journey-token", "+15005550006"
 VAPID_PRIVATE, VAPID_PUBLIC = vapid_keys()
@@ -196,3 +197,165 @@ def test_push_reminder_and_a_gone_subscription(
     (sup,) = rows(rt, "suppression")
     assert (sup.channel, sup.address) == ("push", browser.endpoint)
     assert len(push_service.received) == 1
+
+
+def test_alimtalk_fallback_reported_later_sets_route_and_cost(
+    env: Any, settings: Settings, store_key: tuple[str, str]
+) -> None:
+    assert settings.database_url
+    with AlimTalkSink("app-1", "secret-1", report_later=True) as provider:
+        s = env(
+            alimtalk_base_url=provider.url,
+            alimtalk_app_key="app-1",
+            alimtalk_secret="secret-1",
+            alimtalk_sender_key="sender-key-1",
+            alimtalk_resend_from="0212345678",
+            alimtalk_price=0.006,
+            lms_price=0.022,
+            alimtalk_check_seconds=60,
+            public_url="https://nudge.example.com",
+        )
+        rt = runtime(s, "kakao")
+        clock: Clock = rt.clock  # type: ignore[assignment]
+        store_id, _ = store_key
+        # Given a Korean shopper without KakaoTalk: the provider accepts, sends the LMS, and
+        # says so only when asked
+        provider.no_kakaotalk.add("01012345678")
+        abandon_and_wait(rt, store_id, sms_shopper("+821012345678"))
+        (sent,) = provider.sent
+        assert sent.via == "lms"
+        (message,) = rows(rt, "message")
+        assert (message.status, message.cost, message.detail) == ("sent", 0.006, None)
+        assert message.next_check_at == clock() + timedelta(seconds=60)
+
+        # The shopper buys before the provider is asked: the outcome has the AlimTalk price
+        with rt.engine.begin() as conn:
+            apply_events(
+                conn,
+                store_id=store_id,
+                events=[EventIn.model_validate(order_event(occurred_at=clock()))],
+                now=clock(),
+            )
+        (outcome,) = [o for o in rows(rt, "outcome") if o.message_sent]
+        assert outcome.message_cost == pytest.approx(0.006)
+
+        # Nothing is asked before its time; then the sweep puts the check on the broker once
+        assert journey.sweep(rt).deliveries == 0
+        clock.now += timedelta(seconds=61)
+        report = journey.sweep(rt)
+        checks = [f.arg for f in report.follow_ups if f.actor == "check_delivery"]
+        assert checks == [message.id] and journey.sweep(rt).deliveries == 0
+
+        # When it runs, the message and the decision's outcome get the LMS route and price
+        assert delivery.check_deliveries(rt, checks) == 1
+        (message,) = rows(rt, "message")
+        assert (message.delivery_status, message.detail) == ("delivered", "fallback:lms")
+        assert message.cost == pytest.approx(0.022) and message.next_check_at is None
+        (outcome,) = [o for o in rows(rt, "outcome") if o.message_sent]
+        assert outcome.message_cost == pytest.approx(0.022)
+
+
+def test_a_provider_that_never_knows_is_asked_again_then_given_up_on(
+    env: Any, settings: Settings, store_key: tuple[str, str]
+) -> None:
+    assert settings.database_url
+    with AlimTalkSink("app-1", "secret-1", report_later=True, report_after=3600) as provider:
+        s = env(
+            alimtalk_base_url=provider.url,
+            alimtalk_app_key="app-1",
+            alimtalk_secret="secret-1",
+            alimtalk_sender_key="sender-key-1",
+            alimtalk_check_seconds=60,
+            alimtalk_check_hours=2,
+        )
+        rt = runtime(s, "kakao")
+        clock: Clock = rt.clock  # type: ignore[assignment]
+        store_id, _ = store_key
+        abandon_and_wait(rt, store_id, sms_shopper("+821012345678"))
+        (message,) = rows(rt, "message")
+        clock.now += timedelta(seconds=61)
+        assert delivery.check_deliveries(rt, [message.id]) == 0  # READY: ask again
+        (pending,) = rows(rt, "message")
+        assert pending.delivery_status is None
+        assert pending.next_check_at == clock() + timedelta(seconds=60)
+        clock.now += timedelta(hours=2)
+        assert delivery.check_deliveries(rt, [message.id]) == 0
+        (given_up,) = rows(rt, "message")
+        assert (given_up.delivery_status, given_up.next_check_at) == ("unknown", None)
+        assert provider.queries == 2
+
+
+def test_a_long_batch_writes_provider_ids_as_it_goes_for_the_status_callbacks(
+    channel_settings: Settings, twilio: TwilioSink, store_key: tuple[str, str]
+) -> None:
+    rt = runtime(channel_settings, "sms")
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    store_id, _ = store_key
+    events = []
+    for n in range(3):
+        e = sms_shopper(f"+1415555012{n}")
+        e["cart"]["id"], e["customer"]["id"], e["event_id"] = f"c-{n}", f"cust-{n}", f"e-{n}"
+        events.append(e)
+    with rt.engine.begin() as conn:
+        applied = apply_events(
+            conn, store_id=store_id, events=[EventIn.model_validate(e) for e in events], now=clock()
+        )
+    clock.now += timedelta(minutes=31)
+    for cart_id in applied.checks:
+        journey.check_cart(rt, cart_id)
+    clock.now += timedelta(minutes=60)
+    ids = [str(f.arg) for f in journey.sweep(rt).follow_ups if f.actor == "send_touch"]
+    # Given Twilio answers the second message slowly and the third more slowly still
+    twilio.plan(Planned(), Planned(delay=0.4), Planned(delay=3.0))
+    batch = threading.Thread(target=sending.send_touches, args=(rt, ids))
+    batch.start()
+
+    # Then, while the third is under way, the first two carry Twilio's ids already (a status
+    # callback for them finds them), still in hand-off until the batch records them as sent
+    def named() -> list[Any]:
+        return [m for m in rows(rt, "message") if m.provider_id]
+
+    twilio.wait_until(lambda: len(twilio.exchanges) == 3, timeout=10)
+    deadline = datetime.now(UTC) + timedelta(seconds=2)
+    while len(named()) < 2 and datetime.now(UTC) < deadline:
+        threading.Event().wait(0.05)
+    early = named()
+    assert len(early) == 2 and {m.status for m in early} == {"handoff"}
+    assert {m.provider_id for m in early} == {m.sid for m in twilio.messages[:2]}
+    batch.join(10)
+    assert sorted(m.status for m in rows(rt, "message")) == ["sent"] * 3
+
+
+@pytest.mark.usefixtures("channel_settings")  # Twilio's account and local server
+def test_a_provider_that_hangs_costs_one_uncertain_message_not_the_batch(
+    env: Any, twilio: TwilioSink, store_key: tuple[str, str]
+) -> None:
+    rt = runtime(env(twilio_timeout_seconds=0.5), "sms")
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    store_id, _ = store_key
+    events = []
+    for n in range(3):
+        e = sms_shopper(f"+1415555013{n}")
+        e["cart"]["id"], e["customer"]["id"], e["event_id"] = f"c-{n}", f"cust-{n}", f"e-{n}"
+        events.append(e)
+    with rt.engine.begin() as conn:
+        applied = apply_events(
+            conn, store_id=store_id, events=[EventIn.model_validate(e) for e in events], now=clock()
+        )
+    clock.now += timedelta(minutes=31)
+    for cart_id in applied.checks:
+        journey.check_cart(rt, cart_id)
+    clock.now += timedelta(minutes=60)
+    ids = [str(f.arg) for f in journey.sweep(rt).follow_ups if f.actor == "send_touch"]
+    # Given Twilio takes the first message and then answers too late
+    twilio.hang(2.0)
+    report = sending.send_touches(rt, ids)
+    # Then that one is uncertain (never sent again), the other two wait for the retry
+    assert (report.sent, report.uncertain, len(report.transient)) == (0, 1, 1)
+    statuses = sorted(m.status for m in rows(rt, "message"))
+    assert statuses == ["handoff", "prepared", "prepared"]
+    twilio.wait_until(lambda: len(twilio.messages) == 1, timeout=5)
+    retry = sending.send_touches(rt, ids)
+    assert retry.sent == 2
+    assert sorted(m.status for m in rows(rt, "message")) == ["handoff", "sent", "sent"]
+    assert len({m.form["To"] for m in twilio.messages}) == len(twilio.messages) == 3

@@ -18,11 +18,18 @@ from settings import Settings
 from store.db import get_engine
 from store.events import event_t
 from store.stores import normalize_origin, publishable_key
-from tests.factories import cart_event, order_event
+from tests.factories import cart_event as any_cart_event
+from tests.factories import order_event
 from tests.pipeline import apply_accepted
 from tests.webhook_helpers import count, rows
 
 SHOP = "https://shop.example"
+
+
+def cart_event(*args: Any, **kw: Any) -> dict[str, Any]:
+    """A cart as the shop's pages send it: its restore link is on the shop's origin."""
+    kw.setdefault("restore_url", SHOP + "/cart/restore/abc")
+    return any_cart_event(*args, **kw)
 
 
 @pytest.fixture
@@ -192,3 +199,17 @@ def test_origins_are_normalized() -> None:
         normalize_origin("https://shop.example/cart")
     with pytest.raises(ValueError, match="origin"):
         normalize_origin("javascript:alert(1)")
+
+
+def test_a_restore_link_off_the_shops_origins_is_refused(
+    client: TestClient, settings: Settings, pk: str
+) -> None:
+    # Tracked links redirect to the cart's restore link: from a browser, with a key anyone
+    # can read, a link elsewhere would make Nudge's own emails an open redirect
+    for url in ("https://evil.example/cart", "https://shop.example.evil.example/x"):
+        r = beacon(client, pk, [cart_event(restore_url=url)])
+        assert r.status_code == 422, r.text
+        assert "restore_url" in r.json()["message"]
+    assert count(settings, "event") == 0
+    ok = beacon(client, pk, [cart_event(restore_url="https://SHOP.example:443/cart/1")])
+    assert ok.status_code == 202, ok.text

@@ -45,10 +45,26 @@ class SendResult:
     cost: float  # what this message cost, in USD
     status: str = "sent"  # the provider's first status (sent, queued, accepted, …)
     detail: str | None = None  # e.g. "fallback:lms" when AlimTalk fell back to SMS
+    # The provider tells how the message ended later: ask it this many seconds from now
+    # (the adapter's ``check``). None: the answer was final.
+    check_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a message ended, as its provider reports it after the send."""
+
+    final: bool  # False: not known yet, ask again later
+    status: str = "pending"  # "delivered" or "failed" once final
+    cost: float | None = None  # what the message cost after all (None: as recorded)
+    detail: str | None = None  # e.g. "fallback:lms"
+    error: str | None = None
 
 
 class Channel(Protocol):
-    """A channel adapter. One instance serves one send; use it as a context manager."""
+    """A channel adapter; use it as a context manager. One instance serves any number of sends
+    in turn (prepare, deliver, prepare, …) over one connection or HTTP session; a message
+    prepared but not delivered is dropped by the next ``prepare``."""
 
     name: str
 

@@ -16,9 +16,11 @@ Answer (HTTP 200)::
 
 ``resendType`` in a result means the provider fell back to SMS/LMS for that recipient; the
 result is then reported as ``detail="fallback:lms"`` and costs ``lms_price`` instead of
-``alimtalk_price``. (NHN Cloud itself reports the fallback later, in its message query;
-the adapter takes it from the send answer when the provider gives it there, as the sink
-does.)
+``alimtalk_price``. NHN Cloud itself accepts the request and reports how it ended later:
+then the result asks to be checked (``check_after``), and :meth:`AlimTalk.check` reads the
+single-message query ``GET …/messages/{requestId}/{recipientSeq}``: ``messageStatus``
+COMPLETED / FAILED / CANCEL (READY until known) and ``resendStatus`` RSC01 (no resend),
+RSC02 / RSC03 (resend pending / under way), RSC04 (resent as LMS), RSC05 (resend failed).
 
 Errors:
 
@@ -41,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from senders.channels.base import Outgoing, SendResult
+from senders.channels.base import Delivery, Outgoing, SendResult
 from senders.channels.sms import E164, retry_after
 from senders.errors import PermanentSendError, TransientSendError
 from settings import Settings
@@ -51,10 +53,12 @@ logger = logging.getLogger(__name__)
 #: KakaoTalk's result code for "the recipient is not a KakaoTalk user".
 NOT_A_KAKAO_USER = 3019
 API_PATH = "/alimtalk/v2.3/appkeys/{app_key}/messages"
+QUERY_PATH = API_PATH + "/{request_id}/{recipient_seq}"
 
 
 class AlimTalk:
-    """KakaoTalk AlimTalk with an LMS fallback. ``prepare`` builds; ``deliver`` POSTs."""
+    """KakaoTalk AlimTalk with an LMS fallback. ``prepare`` builds; ``deliver`` POSTs. One
+    instance sends any number of messages in turn through one client (HTTP keep-alive)."""
 
     name = "kakao"
 
@@ -72,6 +76,7 @@ class AlimTalk:
     def prepare(self, message: Outgoing) -> None:
         """Validate and build the provider request. No network."""
         s = self.settings
+        self._request = None
         if not (s.alimtalk_app_key and s.alimtalk_secret and s.alimtalk_sender_key):
             raise PermanentSendError(
                 "AlimTalk is not configured (NUDGE_ALIMTALK_APP_KEY, NUDGE_ALIMTALK_SECRET, "
@@ -106,16 +111,19 @@ class AlimTalk:
             "templateCode": message.template,
             "recipientList": [entry],
         }
-        self._client = httpx.Client(
-            base_url=s.alimtalk_base_url.rstrip("/"),
-            timeout=httpx.Timeout(s.alimtalk_timeout_seconds),
-        )
+        if self._client is None:  # one client (HTTP keep-alive) for every send
+            self._client = httpx.Client(
+                base_url=s.alimtalk_base_url.rstrip("/"),
+                timeout=httpx.Timeout(s.alimtalk_timeout_seconds),
+            )
         self._request = self._client.build_request(
             "POST",
             API_PATH.format(app_key=s.alimtalk_app_key),
             json=body,
             headers={
                 "X-Secret-Key": s.alimtalk_secret,
+                # NHN Cloud's name for it, and the common one: a repeated request is refused.
+                "X-NC-API-IDEMPOTENCY-KEY": message.message_id,
                 "Idempotency-Key": message.message_id,
                 "Content-Type": "application/json;charset=UTF-8",
             },
@@ -124,8 +132,9 @@ class AlimTalk:
     def deliver(self) -> SendResult:
         """Send the request; read the one recipient's result."""
         assert self._client is not None and self._request is not None, "prepare() first"
+        request, self._request = self._request, None
         try:
-            response = self._client.send(self._request)
+            response = self._client.send(request)
         except httpx.TransportError as exc:  # timeouts, refused or dropped connections
             raise ConnectionError(
                 f"AlimTalk: connection lost during send ({type(exc).__name__})"
@@ -166,15 +175,70 @@ class AlimTalk:
                 status="accepted",
                 detail=f"fallback:{str(resend).lower()}",
             )
+        # Accepted; whether as AlimTalk or as its fallback the provider says later.
         return SendResult(
-            provider_id=provider_id, cost=self.settings.alimtalk_price, status="accepted"
+            provider_id=provider_id,
+            cost=self.settings.alimtalk_price,
+            status="accepted",
+            check_after=self.settings.alimtalk_check_seconds,
         )
+
+    def check(self, provider_id: str) -> Delivery:
+        """How the message ``provider_id`` ("requestId:recipientSeq") ended, if known yet.
+
+        Raises TransientSendError or ConnectionError when the provider cannot say now.
+        """
+        s = self.settings
+        request_id, _, seq = provider_id.rpartition(":")
+        if self._client is None:
+            self._client = httpx.Client(
+                base_url=s.alimtalk_base_url.rstrip("/"),
+                timeout=httpx.Timeout(s.alimtalk_timeout_seconds),
+            )
+        try:
+            response = self._client.get(
+                QUERY_PATH.format(
+                    app_key=s.alimtalk_app_key, request_id=request_id, recipient_seq=seq
+                ),
+                headers={"X-Secret-Key": s.alimtalk_secret or ""},
+            )
+        except httpx.TransportError as exc:
+            raise ConnectionError(f"AlimTalk query failed ({type(exc).__name__})") from exc
+        if response.status_code >= 300:
+            raise classify_http(response.status_code, response.headers.get("retry-after"))
+        try:
+            message = response.json().get("message") or {}
+        except (ValueError, AttributeError):
+            message = {}
+        return _delivery(message, s)
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
         self._request = None
+
+
+def _delivery(message: dict[str, Any], settings: Settings) -> Delivery:
+    status, resend = message.get("messageStatus"), message.get("resendStatus")
+    code = message.get("resultCode")
+    if resend == "RSC04":
+        return Delivery(True, "delivered", cost=settings.lms_price, detail="fallback:lms")
+    if resend == "RSC05":
+        return Delivery(
+            True,
+            "failed",
+            cost=0.0,
+            detail="fallback:lms",
+            error=f"AlimTalk result {code}; the LMS fallback failed too",
+        )
+    if status == "COMPLETED":
+        return Delivery(True, "delivered", cost=settings.alimtalk_price)
+    if resend in ("RSC02", "RSC03"):  # AlimTalk failed; the LMS is on its way
+        return Delivery(False)
+    if status in ("FAILED", "CANCEL"):  # nothing reached the recipient: nothing billed
+        return Delivery(True, "failed", cost=0.0, error=f"AlimTalk result {code}")
+    return Delivery(False)
 
 
 def classify_http(status: int, retry_after_header: str | None = None) -> Exception:

@@ -20,7 +20,8 @@ connection lost, timeout in deliver    ConnectionError (outcome unknown)
 =====================================  =============================================
 
 Each notification carries ``Topic: <message id>``: should an ambiguous send be repeated, a
-push service still holding the first copy replaces it instead of showing two. Push costs 0.
+push service still holding the first copy replaces it instead of showing two. A push costs
+``NUDGE_PUSH_PRICE`` (0: push services charge nothing).
 """
 
 from __future__ import annotations
@@ -49,14 +50,13 @@ logger = logging.getLogger(__name__)
 
 push_t: sa.Table = PushSubscription.__table__  # type: ignore[attr-defined]
 
-#: What one push costs (USD): push services charge nothing.
-COST_PER_PUSH = 0.0
 #: Push services must accept 4,096-byte payloads (RFC 8030 §7.2); ours stay under it.
 MAX_PAYLOAD_BYTES = 3000
 
 
 class WebPush:
-    """Web Push with VAPID. ``prepare`` encrypts and signs; ``deliver`` POSTs."""
+    """Web Push with VAPID. ``prepare`` encrypts and signs; ``deliver`` POSTs. One instance
+    sends any number of notifications in turn over one HTTP session (keep-alive)."""
 
     name = "push"
 
@@ -66,6 +66,7 @@ class WebPush:
         self._payload: bytes | None = None
         self._headers: dict[str, str] = {}
         self._session: requests.Session | None = None
+        self._vapid: Vapid | None = None
         self._message_id = ""
 
     def __enter__(self) -> WebPush:
@@ -77,9 +78,14 @@ class WebPush:
     def prepare(self, message: Outgoing) -> None:
         """Check the subscription, sign VAPID and build the notification. No network."""
         s = self.settings
-        vapid = load_vapid(s.vapid_private_key)
+        if self._vapid is None:
+            self._vapid = load_vapid(s.vapid_private_key)
+        vapid = self._vapid
         subscription = parse_subscription(message.recipient)
-        session = requests.Session()
+        if self._session is None:
+            self._session = requests.Session()
+        session = self._session
+        self._pusher = None
         try:
             pusher = WebPusher(subscription, requests_session=session)
         except (WebPushException, binascii.Error, ValueError) as exc:
@@ -120,13 +126,13 @@ class WebPush:
         self._payload = payload
         self._headers = headers
         self._message_id = message.message_id
-        self._session = session
 
     def deliver(self) -> SendResult:
         """POST the encrypted notification. The provider id is the service's message URL."""
         assert self._pusher is not None and self._payload is not None, "prepare() first"
+        pusher, self._pusher = self._pusher, None
         try:
-            response = self._pusher.send(
+            response = pusher.send(
                 self._payload,
                 dict(self._headers),
                 ttl=self.settings.push_ttl_seconds,
@@ -141,7 +147,7 @@ class WebPush:
             location = response.headers.get("Location")
             return SendResult(
                 provider_id=location or f"push:{self._message_id}",
-                cost=COST_PER_PUSH,
+                cost=self.settings.push_price,
                 status="accepted",
             )
         raise classify(response.status_code, response.headers.get("Retry-After"))

@@ -1,0 +1,308 @@
+"""Touches sent in batches (``senders.sending``): every guarantee of one send, for each touch.
+
+Real database (SQLite and PostgreSQL), real SMTP server; the batch is driven directly with a
+controlled clock, as the ``send_touches`` actor drives it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import SQLModel
+
+from nudge.smtp_sink import SmtpSink, free_port
+from optimizer import FixedSchedulePolicy
+from senders import journey, sending
+from senders.errors import TransientSendError
+from settings import Settings
+from store.db import get_engine
+from store.stores import create_store
+from store.suppressions import suppress
+from tests.factories import cart_event, order_event
+from tests.journeys import Clock, post, rows
+
+NEW_YORK = "America/New_York"
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with SmtpSink(free_port()) as s:
+        yield s
+
+
+@pytest.fixture
+def rt(settings: Settings, sink: SmtpSink, env: Any) -> journey.Runtime:
+    assert settings.database_url
+    s = env(smtp_port=sink.port, public_url="https://nudge.example.com")
+    policy = FixedSchedulePolicy(discount_pct=0.0)
+    # Tomorrow 15:00 UTC: 10:00 in New York, outside quiet hours.
+    start = (datetime.now(UTC) + timedelta(days=1)).replace(hour=15, minute=0, second=0)
+    return journey.Runtime(
+        settings=s,
+        engine=get_engine(s.sqlalchemy_url),
+        policy_for=lambda _store: policy,
+        clock=Clock(start.replace(microsecond=0)),
+    )
+
+
+def decisions(rt: journey.Runtime) -> dict[str, Any]:
+    """Touch 1 of each cart, by the cart's external id."""
+    d, c = SQLModel.metadata.tables["decision"], SQLModel.metadata.tables["cart"]
+    with rt.engine.connect() as conn:
+        found = conn.execute(
+            sa.select(c.c.external_id, d)
+            .select_from(d.join(c, c.c.id == d.c.cart_id))
+            .where(d.c.touch == 1)
+        ).all()
+    return {r.external_id: r for r in found}
+
+
+def store(rt: journey.Runtime, name: str = "Acme Outdoor", **rules: Any) -> str:
+    with rt.engine.begin() as conn:
+        store_id, _ = create_store(conn, name=name)
+        t = SQLModel.metadata.tables["store"]
+        conn.execute(sa.update(t).where(t.c.id == store_id).values(rules=rules))
+    return store_id
+
+
+def shopper(n: int, **kw: Any) -> dict[str, Any]:
+    kw.setdefault("customer_id", f"cust-{n}")
+    kw.setdefault("email", f"shopper-{n}@example.com")
+    kw.setdefault("timezone", NEW_YORK)
+    return cart_event(f"c-{n}", **kw)
+
+
+def abandon_all(rt: journey.Runtime, store_id: str, events: list[dict[str, Any]]) -> list[str]:
+    """Carts idle for 31 min, then an hour on: their first touches are due. Returns their
+    decision ids, in the carts' order."""
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    applied = post(rt, store_id, *[{**e, "occurred_at": clock().isoformat()} for e in events])
+    clock.advance(minutes=31)
+    for cart_id in sorted(applied.checks):
+        journey.check_cart(rt, cart_id)
+    clock.advance(minutes=60)
+    by_cart = decisions(rt)
+    return [by_cart[e["cart"]["id"]].id for e in events]
+
+
+def delivered(sink: SmtpSink) -> Counter[str]:
+    return Counter(m.email["X-Nudge-Message"] for m in sink.messages)
+
+
+def test_a_batch_sends_what_may_go_and_stops_the_rest_for_its_reason(
+    rt: journey.Runtime, sink: SmtpSink
+) -> None:
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    shop = store(rt, messages_per_week=1)
+    # Given six due touches: two fine, one bought meanwhile, one unsubscribed, one whose
+    # customer turns out to live in Seoul (it is night there), and a second cart of a
+    # customer the batch reaches already (a cap of one message a week)
+    events = [
+        shopper(0),
+        shopper(1),
+        shopper(2),
+        shopper(3),
+        shopper(4),
+        shopper(5, customer_id="cust-0", email="shopper-0@example.com"),
+    ]
+    ids = abandon_all(rt, shop, events)
+    post(rt, shop, order_event("c-2", occurred_at=clock()))
+    moved = shopper(4, timezone="Asia/Seoul", type="contact.captured", occurred_at=clock())
+    del moved["cart"]
+    post(rt, shop, moved)
+    with rt.engine.begin() as conn:
+        suppress(
+            conn,
+            store_id=shop,
+            channel="email",
+            address="shopper-3@example.com",
+            reason="unsubscribe",
+            at=clock(),
+        )
+
+    # When they are sent as one batch
+    report = sending.send_touches(rt, ids)
+
+    # Then two go out, once each, and every other touch says why not
+    assert sorted(m.rcpt_tos[0] for m in sink.wait_for(2)) == [
+        "shopper-0@example.com",
+        "shopper-1@example.com",
+    ]
+    assert (report.sent, report.stopped, report.failed, report.transient) == (2, 3, 0, [])
+    by_cart = decisions(rt)
+    states = {c: (d.state, d.state_reason) for c, d in by_cart.items()}
+    # Customer 0's two carts: whichever the batch took first went out, the other is capped.
+    assert {states.pop("c-0"), states.pop("c-5")} == {("sent", None), ("skipped", "cap_week")}
+    assert states == {
+        "c-1": ("sent", None),
+        "c-2": ("void", "ordered"),  # voided by the order itself, before the batch ran
+        "c-3": ("skipped", "suppressed"),
+        "c-4": ("scheduled", None),  # the same touch, at 08:00 in Seoul
+    }
+    seoul = by_cart["c-4"].scheduled_for.astimezone(ZoneInfo("Asia/Seoul"))
+    assert seoul.time() == time(8, 0) and by_cart["c-4"].scheduled_for > clock()
+    messages = rows(rt, "message")
+    assert sorted((m.status, m.recipient) for m in messages) == [
+        ("sent", "shopper-0@example.com"),
+        ("sent", "shopper-1@example.com"),
+    ]
+    assert set(delivered(sink)) == {m.id for m in messages}
+    # The journeys that went on have their next touch; the follow-up of the postponed one
+    # waits for the sweep (08:00 in Seoul is hours away).
+    with rt.engine.connect() as conn:
+        following = conn.execute(sa.text("SELECT count(*) FROM decision WHERE touch = 2"))
+        assert following.scalar_one() == 2
+    # Running the same batch again sends nothing more
+    again = sending.send_touches(rt, ids)
+    assert again.sent == 0 and len(sink.messages) == 2
+
+
+def test_a_batch_goes_over_one_smtp_connection(rt: journey.Runtime, sink: SmtpSink) -> None:
+    shop = store(rt)
+    ids = abandon_all(rt, shop, [shopper(n) for n in range(4)])
+    sending.send_touches(rt, ids)
+    received = sink.wait_for(4)
+    assert len({m.peer for m in received}) == 1  # one connection, four mail transactions
+    assert len(delivered(sink)) == 4
+
+
+def test_an_order_or_an_opt_out_just_before_the_hand_off_stops_that_message(
+    rt: journey.Runtime, sink: SmtpSink
+) -> None:
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    shop = store(rt)
+    ids = abandon_all(rt, shop, [shopper(n) for n in range(3)])
+
+    # Given the shoppers act while the relay is taking the recipient (after the claim,
+    # before DATA): one buys, one unsubscribes
+    def meanwhile(address: str) -> None:
+        if address == "shopper-0@example.com":
+            post(rt, shop, order_event("c-0", occurred_at=clock()))
+        if address == "shopper-1@example.com":
+            with rt.engine.begin() as conn:
+                suppress(
+                    conn,
+                    store_id=shop,
+                    channel="email",
+                    address=address,
+                    reason="unsubscribe",
+                    at=clock(),
+                )
+
+    sink.before_rcpt = meanwhile
+    report = sending.send_touches(rt, ids)
+
+    # Then only the third message reaches DATA; the others end for their reasons
+    (mail,) = sink.wait_for(1)
+    assert mail.rcpt_tos == ["shopper-2@example.com"]
+    assert report.sent == 1 and report.stopped == 2
+    states = {c: (d.state, d.state_reason) for c, d in decisions(rt).items()}
+    assert states == {
+        "c-0": ("void", "ordered"),
+        "c-1": ("skipped", "suppressed"),
+        "c-2": ("sent", None),
+    }
+    statuses = sorted(m.status for m in rows(rt, "message"))
+    assert statuses == ["sent", "void", "void"]
+
+
+def test_relay_down_releases_the_whole_batch_and_the_retry_sends_each_once(
+    rt: journey.Runtime, sink: SmtpSink, env: Any
+) -> None:
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    shop = store(rt)
+    ids = abandon_all(rt, shop, [shopper(n) for n in range(3)])
+    good = rt.settings
+    rt.settings = env(smtp_port=free_port())  # nothing listens there
+
+    report = sending.send_touches(rt, ids)
+    # One failed connection says "later" for the whole batch: nothing went out, every record
+    # waits with its lease released, and the batch asks to be retried
+    assert report.sent == 0 and len(report.transient) == 1
+    assert isinstance(report.transient[0], TransientSendError)
+    messages = rows(rt, "message")
+    assert [(m.status, m.error_kind) for m in messages] == [("prepared", "transient")] * 3
+    assert all(m.lease_until <= clock() for m in messages)
+
+    rt.settings = good
+    retry = sending.send_touches(rt, ids)
+    assert retry.sent == 3 and retry.transient == []
+    assert sorted(delivered(sink).values()) == [1, 1, 1]
+    assert sorted((m.status, m.attempts) for m in rows(rt, "message")) == [("sent", 2)] * 3
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # SQLite: one writer
+def test_a_decision_another_worker_holds_is_looked_at_again(
+    rt: journey.Runtime, sink: SmtpSink
+) -> None:
+    shop = store(rt)
+    first, second = abandon_all(rt, shop, [shopper(0), shopper(1)])
+    # Given another transaction holds the first touch's row
+    with rt.engine.connect() as other:
+        other.execute(sa.text("SELECT 1 FROM decision WHERE id = :d FOR UPDATE"), {"d": first})
+        report = sending.send_touches(rt, [first, second])
+        other.rollback()
+    # Then the batch sends the second and asks to look at the first again in a moment
+    assert report.sent == 1
+    assert [(f.arg, f.delay_ms) for f in report.follow_ups if f.arg == first] == [
+        (first, sending.LOCKED_RETRY_MS)
+    ]
+    assert sending.send_touches(rt, [first]).sent == 1
+    assert sorted(delivered(sink).values()) == [1, 1]
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # SQLite: one writer
+def test_two_workers_never_pass_a_cap_together(
+    rt: journey.Runtime, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop = store(rt, messages_per_week=1)
+    # Given one customer with two carts whose touches are due at once (a weekly cap of one)
+    x, y = abandon_all(rt, shop, [shopper(0), shopper(1, customer_id="cust-0")])
+    claimed, go_on = threading.Event(), threading.Event()
+    real_hand_off = sending._hand_off
+
+    def paused_hand_off(*args: Any) -> None:
+        if threading.current_thread().name == "worker-a":
+            claimed.set()  # worker A's claim has committed; its hand-off waits
+            go_on.wait(30)
+        real_hand_off(*args)
+
+    monkeypatch.setattr(sending, "_hand_off", paused_hand_off)
+    reports: dict[str, sending.SendReport] = {}
+    a = threading.Thread(
+        target=lambda: reports.update(a=sending.send_touches(rt, [x])), name="worker-a"
+    )
+    a.start()
+    assert claimed.wait(30)
+    # When worker B claims the other touch while A's message is claimed but not yet sent
+    reports["b"] = sending.send_touches(rt, [y])
+    go_on.set()
+    a.join(30)
+    # Then A's claimed message counts against the cap: B's touch is skipped, one email
+    assert (reports["a"].sent, reports["b"].sent) == (1, 0)
+    states = {c: (d.state, d.state_reason) for c, d in decisions(rt).items()}
+    assert states == {"c-0": ("sent", None), "c-1": ("skipped", "cap_week")}
+    assert len(sink.wait_for(1)) == 1
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # SQLite: one writer
+def test_a_customer_another_worker_is_claiming_for_is_looked_at_again(
+    rt: journey.Runtime, sink: SmtpSink
+) -> None:
+    shop = store(rt)
+    (touch,) = abandon_all(rt, shop, [shopper(0)])
+    with rt.engine.connect() as other:  # another claim holds the customer
+        other.execute(sa.text("SELECT 1 FROM customer FOR UPDATE"))
+        report = sending.send_touches(rt, [touch])
+        other.rollback()
+    assert report.sent == 0 and rows(rt, "message") == []
+    assert [(f.arg, f.delay_ms) for f in report.follow_ups] == [(touch, sending.LOCKED_RETRY_MS)]
+    assert sending.send_touches(rt, [touch]).sent == 1
+    assert len(sink.wait_for(1)) == 1
