@@ -50,7 +50,7 @@ from senders.errors import PermanentSendError, TransientSendError
 from senders.journey import FollowUp, Runtime, _ms, _real, after_sent
 from senders.sql import among
 from store import bulk
-from store.events import cart_t, customer_t, decision_t, message_t
+from store.events import cart_t, customer_t, decision_t, event_t, message_t
 from store.models import (
     CartStatus,
     DecisionState,
@@ -59,6 +59,7 @@ from store.models import (
     Store,
     new_id,
 )
+from store.sql import json_text
 from store.suppressions import normalise, suppress
 from store.types import UTCDateTime
 
@@ -203,12 +204,15 @@ def _claim(
         return []
 
     facts, busy = _load(conn, rt, todo, now, lock=pg)
-    if busy:  # customers another worker is claiming for right now: a moment later
-        for d in todo:
-            if facts.carts[d.cart_id].customer_id in busy:
-                report.follow_ups.append(FollowUp("send_touch", d.id, LOCKED_RETRY_MS))
-        fresh = [d for d in fresh if facts.carts[d.cart_id].customer_id not in busy]
-        resumed = [d for d in resumed if facts.carts[d.cart_id].customer_id not in busy]
+    # A moment later: touches of customers another worker is claiming for right now, and of
+    # carts or customers with events accepted but not applied yet (an order, a withdrawn
+    # consent: the applier is about to say so).
+    later = {d.id for d in todo if facts.carts[d.cart_id].customer_id in busy}
+    later |= _awaiting_events(conn, todo, facts)
+    if later:
+        report.follow_ups += [FollowUp("send_touch", i, LOCKED_RETRY_MS) for i in sorted(later)]
+        fresh = [d for d in fresh if d.id not in later]
+        resumed = [d for d in resumed if d.id not in later]
 
     lease = now + timedelta(seconds=s.send_lease_seconds)
     owned: dict[str, tuple[str, int, str]] = {}  # decision -> (message id, attempt, recipient)
@@ -326,6 +330,60 @@ def _claim(
             )
         )
     return sends
+
+
+def _awaiting_events(conn: sa.Connection, decisions: Sequence[Any], facts: _Facts) -> set[str]:
+    """The touches whose cart or customer an accepted, not yet applied event names.
+
+    The API answers 202 before the worker's applier turns an event into cart and customer
+    rows (``senders.applier``), so an order can be accepted a moment before its cart shows
+    it. The pending events are few (the applier drains them within a fraction of a second)
+    and are read through their partial index; the store is matched here, not in SQL, where
+    SQLite would prefer the index of every event of the store.
+    """
+    dialect = conn.dialect.name
+    payload = event_t.c.payload
+    rows = conn.execute(
+        sa.select(
+            event_t.c.store_id,
+            json_text(payload, "cart.id", dialect),
+            json_text(payload, "customer.id", dialect),
+            json_text(payload, "customer.email", dialect),
+            json_text(payload, "customer.phone", dialect),
+        ).where(event_t.c.applied_at.is_(None))
+    ).all()
+    if not rows:
+        return set()
+    stores = {d.store_id for d in decisions}
+    carts: set[tuple[str, str]] = set()
+    people: set[tuple[str, str, str]] = set()  # (store, "id" | "email" | "phone", value)
+    for store_id, cart, customer, email, phone in rows:
+        if store_id not in stores:
+            continue
+        if cart:
+            carts.add((store_id, cart))
+        for kind, value in (("id", customer), ("email", email), ("phone", phone)):
+            if value:
+                people.add((store_id, kind, value))
+    waiting = set()
+    for d in decisions:
+        cart = facts.carts[d.cart_id]
+        customer = facts.customers.get(cart.customer_id)
+        named = (d.store_id, cart.external_id) in carts or (
+            customer is not None
+            and any(
+                (d.store_id, kind, value) in people
+                for kind, value in (
+                    ("id", customer.external_id),
+                    ("email", customer.email),
+                    ("phone", customer.phone),
+                )
+                if value
+            )
+        )
+        if named:
+            waiting.add(d.id)
+    return waiting
 
 
 def _look_again(conn: sa.Connection, missing: list[str], report: SendReport) -> None:

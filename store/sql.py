@@ -17,8 +17,9 @@ _KEY = re.compile(r"^[a-z_][a-z0-9_]*$")
 def json_text(column: Any, key: str, dialect: str) -> sa.ColumnElement[Any]:
     """``column ->> 'key'`` on PostgreSQL, ``json_extract(column, '$.key')`` on SQLite.
 
-    The key is written into the SQL as a literal (an expression index on
-    ``(context ->> 'device')`` only matches a literal), so it must be a plain identifier.
+    ``key`` may be a dotted path into nested objects (``cart.id``). Its parts are written into
+    the SQL as literals (an expression index on ``(context ->> 'device')`` only matches a
+    literal), so each must be a plain identifier.
 
     Example:
         >>> from sqlalchemy.dialects import postgresql, sqlite
@@ -27,12 +28,17 @@ def json_text(column: Any, key: str, dialect: str) -> sa.ColumnElement[Any]:
         "context ->> 'device'"
         >>> str(json_text(c, "device", "sqlite").compile(dialect=sqlite.dialect()))
         "json_extract(context, '$.device')"
+        >>> str(json_text(c, "cart.id", "postgresql").compile(dialect=postgresql.dialect()))
+        "(context -> 'cart') ->> 'id'"
     """
-    if not _KEY.match(key):
-        raise ValueError(f"key must be a plain identifier, not {key!r}")
+    parts = key.split(".")
+    if not all(_KEY.match(p) for p in parts):
+        raise ValueError(f"key must be plain identifiers joined by dots, not {key!r}")
     if dialect == "postgresql":
+        for part in parts[:-1]:
+            column = column.op("->")(sa.literal_column(f"'{part}'"))
         extracted: sa.ColumnElement[Any] = column.op("->>", return_type=sa.String)(
-            sa.literal_column(f"'{key}'")
+            sa.literal_column(f"'{parts[-1]}'")
         )
         return extracted
     return sa.func.json_extract(column, sa.literal_column(f"'$.{key}'"), type_=sa.String)

@@ -23,10 +23,13 @@ from senders import journey, sending
 from senders.errors import TransientSendError
 from settings import Settings
 from store.db import get_engine
+from store.events import EventLog
+from store.schemas import EventIn
 from store.stores import create_store
 from store.suppressions import suppress
 from tests.factories import cart_event, order_event
 from tests.journeys import Clock, post, rows
+from tests.pipeline import apply_accepted
 
 NEW_YORK = "America/New_York"
 
@@ -211,6 +214,45 @@ def test_an_order_or_an_opt_out_just_before_the_hand_off_stops_that_message(
     }
     statuses = sorted(m.status for m in rows(rt, "message"))
     assert statuses == ["sent", "void", "void"]
+
+
+def test_an_order_accepted_but_not_yet_applied_holds_its_touch(
+    rt: journey.Runtime, sink: SmtpSink
+) -> None:
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    shop = store(rt)
+    ids = abandon_all(rt, shop, [shopper(n) for n in range(3)])
+    # Given the API accepted an order for cart c-0 and a withdrawn consent for shopper 1,
+    # which the worker's applier has not applied yet
+    withdrawn = cart_event("c-elsewhere", customer_id="cust-1", email="shopper-1@example.com")
+    withdrawn["customer"]["consents"]["email"] = False
+    withdrawn["type"] = "contact.captured"
+    accepted = [
+        EventIn.model_validate(e)
+        for e in (order_event("c-0", occurred_at=clock()), {**withdrawn, "cart": None})
+    ]
+    log = EventLog(rt.engine)
+    assert log.append([(shop, accepted)], clock()) == [[False, False]]
+    log.release()
+    # When the batch comes due
+    report = sending.send_touches(rt, ids)
+    # Then only the third shopper is emailed; the other two touches wait a moment
+    (mail,) = sink.wait_for(1)
+    assert mail.rcpt_tos == ["shopper-2@example.com"]
+    assert report.sent == 1
+    assert sorted(f.arg for f in report.follow_ups if f.actor == "send_touch") == sorted(ids[:2])
+    # And once the applier has applied the events, they end for their reasons (the order
+    # voids its cart's touch as it is applied; the batch stops the other)
+    assert apply_accepted(rt.settings) == 2
+    again = sending.send_touches(rt, ids[:2])
+    assert again.sent == 0 and again.stopped == 1 and again.follow_ups == []
+    states = {c: (d.state, d.state_reason) for c, d in decisions(rt).items()}
+    assert states == {
+        "c-0": ("void", "ordered"),
+        "c-1": ("skipped", "no_consent"),
+        "c-2": ("sent", None),
+    }
+    assert len(sink.messages) == 1
 
 
 def test_relay_down_releases_the_whole_batch_and_the_retry_sends_each_once(
