@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from experiments.lifecycle import experiment_t
+from experiments.lifecycle import experiment_t, store_t
 from experiments.report import (
     CONTROL,
     NOTHING,
@@ -100,6 +100,33 @@ def store_currency(conn: sa.Connection, store_id: str) -> str:
         .limit(1)
     ).scalar()
     return str(currency or "USD")
+
+
+#: Rollups older than this are refreshed (by the worker, or by a page view that finds them
+#: so); divided by ``NUDGE_TIME_SCALE`` (the demo's journeys run 1,200x faster), down to
+#: ``MIN_AGE``.
+MAX_AGE = timedelta(minutes=5)
+MIN_AGE = timedelta(seconds=10)
+
+
+def max_age(time_scale: float) -> timedelta:
+    """How old a store's rollups may be before they are refreshed.
+
+    Example:
+        >>> max_age(1.0), max_age(1200.0)
+        (datetime.timedelta(seconds=300), datetime.timedelta(seconds=10))
+    """
+    return max(MIN_AGE, MAX_AGE / max(1.0, time_scale))
+
+
+def stale_stores(conn: sa.Connection, *, now: datetime, older_than: timedelta) -> list[str]:
+    """The stores with decisions whose rollups were never built or are older than that."""
+    decided = sa.exists().where(decision_t.c.store_id == store_t.c.id)
+    fresh = sa.exists().where(
+        state_t.c.store_id == store_t.c.id, state_t.c.refreshed_at > now - older_than
+    )
+    query = sa.select(store_t.c.id).where(decided, ~fresh).order_by(store_t.c.id)
+    return list(conn.execute(query).scalars())
 
 
 @dataclass(frozen=True)

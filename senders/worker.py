@@ -7,10 +7,12 @@ import logging
 import os
 import signal
 import threading
+from datetime import UTC, datetime
 from types import FrameType
 
 import dramatiq
 
+from experiments import rollups
 from experiments.runtime import fold, running_bandits
 from senders import actors, journey
 from senders.applier import Applier, drain
@@ -66,6 +68,57 @@ class Sweeper(threading.Thread):
             self.stopping.wait(self.settings.sweep_interval_seconds)
 
 
+class RollupKeeper(threading.Thread):
+    """Keeps the dashboard's daily rollups (``experiments.rollups``) of every store with
+    decisions younger than :func:`experiments.rollups.max_age`, so a dashboard opened on a
+    large store reads them at once instead of building them while its user waits. One worker
+    in the cluster at a time; a thread of its own, as a refresh of a big store takes seconds
+    that the sweep must not wait for."""
+
+    def __init__(self, settings: Settings, broker: dramatiq.Broker) -> None:
+        super().__init__(name="nudge-rollups", daemon=True)
+        self.settings = settings
+        self.engine = get_engine(settings.sqlalchemy_url)
+        self.client = getattr(broker, "client", None)
+        self.max_age = rollups.max_age(settings.time_scale)
+        self.stopping = threading.Event()
+
+    def _leader(self) -> bool:
+        if self.client is None:
+            return True
+        key = f"{self.settings.redis_namespace}:rollup-lock"
+        ttl_ms = int(self.max_age.total_seconds() * 900)  # 0.9 of the interval
+        return bool(self.client.set(key, os.getpid(), nx=True, px=ttl_ms))
+
+    def run_once(self) -> list[str]:
+        """Refresh the stale stores' rollups; returns their ids."""
+        if not self._leader():
+            return []
+        now = datetime.now(UTC)
+        with self.engine.connect() as conn:
+            stale = rollups.stale_stores(conn, now=now, older_than=self.max_age)
+        for store_id in stale:
+            if self.stopping.is_set():
+                break
+            with self.engine.begin() as conn:
+                done = rollups.refresh(
+                    conn,
+                    store_id=store_id,
+                    now=datetime.now(UTC),
+                    window_days=self.settings.attribution_window_days,
+                )
+            logger.info("Rollups of store %s refreshed in %.1f s", store_id, done.seconds)
+        return stale
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                logger.exception("Refreshing rollups failed; trying again next interval")
+            self.stopping.wait(self.max_age.total_seconds())
+
+
 def run_worker(settings: Settings, *, threads: int | None = None) -> None:
     """Serve until SIGINT/SIGTERM."""
     broker = setup_broker(settings)
@@ -77,6 +130,7 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> None:
         worker_timeout=250,
     )
     sweeper = Sweeper(settings, broker)
+    keeper = RollupKeeper(settings, broker)
     applier = Applier(settings, get_engine(settings.sqlalchemy_url))
     stop = threading.Event()
 
@@ -97,9 +151,11 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> None:
     worker.start()
     applier.start()
     sweeper.start()
+    keeper.start()
     logger.info("Worker ready: %d threads on queue %r", worker.worker_threads, actors.QUEUE)
     stop.wait()
     sweeper.stopping.set()
+    keeper.stopping.set()
     applier.stopping.set()
     worker.stop(timeout=10_000)
     applier.join(timeout=10)

@@ -4,10 +4,10 @@ with small aggregate queries; Python only formats the handful of rows that come 
 Summing a million decisions with their messages and outcomes on every page view takes the
 database seconds per question, so :mod:`experiments.rollups` keeps daily sums per store and
 recomputes the days that can still change: synchronously the first time a store is shown,
-then in the background when they are older than :func:`rollup_max_age` (and at once with the
-sidebar's refresh button). The lists of single rows (recent sends, suppressions) are read
-live through ``(store_id, created_at)`` indexes. Results are cached with short TTLs
-(``st.cache_data``).
+then by the worker (``nudge worker``) and in the background here when they are older than
+:func:`rollup_max_age` (and at once with the sidebar's refresh button). The lists of single
+rows (recent sends, suppressions) are read live through ``(store_id, created_at)`` indexes.
+Results are cached with short TTLs (``st.cache_data``).
 
 The unit of the headline numbers is the **journey** (one abandonment of one cart, its touches
 and its order), not the decision: an order is attributed to every open decision of the cart,
@@ -113,20 +113,10 @@ def stores(url: str) -> list[StoreInfo]:
 
 # --- rollups -------------------------------------------------------------------------------------
 
-#: Rollups older than this are refreshed in the background when a page is shown; divided by
-#: ``NUDGE_TIME_SCALE`` (the demo's journeys run 1,200x faster), down to ``ROLLUP_MIN_AGE``.
-ROLLUP_MAX_AGE = timedelta(minutes=5)
-ROLLUP_MIN_AGE = timedelta(seconds=10)
-
-
-def rollup_max_age(time_scale: float) -> timedelta:
-    """How old a store's rollups may be before a page view refreshes them.
-
-    Example:
-        >>> rollup_max_age(1.0), rollup_max_age(1200.0)
-        (datetime.timedelta(seconds=300), datetime.timedelta(seconds=10))
-    """
-    return max(ROLLUP_MIN_AGE, ROLLUP_MAX_AGE / max(1.0, time_scale))
+#: How old a store's rollups may be before a page view refreshes them (the worker keeps them
+#: younger than that; see ``experiments.rollups.max_age``).
+rollup_max_age = rollups.max_age
+ROLLUP_MAX_AGE = rollups.MAX_AGE
 
 
 _refreshing: set[tuple[str, str]] = set()
