@@ -10,7 +10,10 @@ import logging
 import re
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_PHONE = re.compile(r"\+?\d[\d ()-]{7,}\d")
+# A phone number: 9 or more digits, maybe grouped by spaces, dashes or parentheses, standing
+# on its own (not digits inside an id such as 1112bb0619cb44f2939f6754321a5d), and not an
+# ISO date (2026-11-23).
+_PHONE = re.compile(r"(?<![\w-])(?!\d{4}-\d{2}-\d{2}(?!\d))\+?\(?\d[\d ()-]{7,}\d(?![\w-])")
 
 
 def redact(text: str) -> str:
