@@ -100,14 +100,13 @@ class RollupKeeper(threading.Thread):
         for store_id in stale:
             if self.stopping.is_set():
                 break
-            with self.engine.begin() as conn:
-                done = rollups.refresh(
+            with self.engine.begin() as conn:  # rollups.refresh logs what it did
+                rollups.refresh(
                     conn,
                     store_id=store_id,
                     now=datetime.now(UTC),
                     window_days=self.settings.attribution_window_days,
                 )
-            logger.info("Rollups of store %s refreshed in %.1f s", store_id, done.seconds)
         return stale
 
     def run(self) -> None:
