@@ -23,21 +23,46 @@ from store.db import get_engine
 logger = logging.getLogger(__name__)
 
 
-class Sweeper(threading.Thread):
-    """Runs :func:`senders.journey.sweep` every interval; one worker in the cluster at a time."""
+class _Periodic(threading.Thread):
+    """A job every ``interval`` seconds, run by one worker in the cluster at a time: the one
+    that takes the job's Redis lock, which lapses just before the next round."""
 
-    def __init__(self, settings: Settings, broker: dramatiq.Broker) -> None:
-        super().__init__(name="nudge-sweeper", daemon=True)
+    lock = "periodic"
+    what = "A periodic job"
+
+    def __init__(self, settings: Settings, broker: dramatiq.Broker, interval: float) -> None:
+        super().__init__(name=f"nudge-{self.lock}", daemon=True)
         self.settings = settings
+        self.interval = interval
         self.client = getattr(broker, "client", None)
         self.stopping = threading.Event()
 
     def _leader(self) -> bool:
         if self.client is None:
             return True
-        key = f"{self.settings.redis_namespace}:sweep-lock"
-        ttl = max(int(self.settings.sweep_interval_seconds * 900), 100)
-        return bool(self.client.set(key, os.getpid(), nx=True, px=ttl))
+        key = f"{self.settings.redis_namespace}:{self.lock}-lock"
+        ttl_ms = max(int(self.interval * 900), 100)  # 0.9 of the interval
+        return bool(self.client.set(key, os.getpid(), nx=True, px=ttl_ms))
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                logger.exception("%s failed; trying again next interval", self.what)
+            self.stopping.wait(self.interval)
+
+    def run_once(self) -> object:
+        raise NotImplementedError
+
+
+class Sweeper(_Periodic):
+    """Runs :func:`senders.journey.sweep` every interval; one worker in the cluster at a time."""
+
+    lock, what = "sweep", "Sweep"
+
+    def __init__(self, settings: Settings, broker: dramatiq.Broker) -> None:
+        super().__init__(settings, broker, settings.sweep_interval_seconds)
 
     def run_once(self) -> journey.SweepReport | None:
         if not self._leader():
@@ -59,36 +84,19 @@ class Sweeper(threading.Thread):
             )
         return report
 
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                logger.exception("Sweep failed; trying again next interval")
-            self.stopping.wait(self.settings.sweep_interval_seconds)
 
-
-class RollupKeeper(threading.Thread):
+class RollupKeeper(_Periodic):
     """Keeps the dashboard's daily rollups (``experiments.rollups``) of every store with
     decisions younger than :func:`experiments.rollups.max_age`, so a dashboard opened on a
-    large store reads them at once instead of building them while its user waits. One worker
-    in the cluster at a time; a thread of its own, as a refresh of a big store takes seconds
-    that the sweep must not wait for."""
+    large store reads them at once instead of building them while its user waits. A thread
+    of its own, as a refresh of a big store takes seconds that the sweep must not wait for."""
+
+    lock, what = "rollup", "Refreshing rollups"
 
     def __init__(self, settings: Settings, broker: dramatiq.Broker) -> None:
-        super().__init__(name="nudge-rollups", daemon=True)
-        self.settings = settings
-        self.engine = get_engine(settings.sqlalchemy_url)
-        self.client = getattr(broker, "client", None)
         self.max_age = rollups.max_age(settings.time_scale)
-        self.stopping = threading.Event()
-
-    def _leader(self) -> bool:
-        if self.client is None:
-            return True
-        key = f"{self.settings.redis_namespace}:rollup-lock"
-        ttl_ms = int(self.max_age.total_seconds() * 900)  # 0.9 of the interval
-        return bool(self.client.set(key, os.getpid(), nx=True, px=ttl_ms))
+        super().__init__(settings, broker, self.max_age.total_seconds())
+        self.engine = get_engine(settings.sqlalchemy_url)
 
     def run_once(self) -> list[str]:
         """Refresh the stale stores' rollups; returns their ids."""
@@ -108,14 +116,6 @@ class RollupKeeper(threading.Thread):
                     window_days=self.settings.attribution_window_days,
                 )
         return stale
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                logger.exception("Refreshing rollups failed; trying again next interval")
-            self.stopping.wait(self.max_age.total_seconds())
 
 
 def run_worker(settings: Settings, *, threads: int | None = None) -> None:
