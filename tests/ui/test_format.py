@@ -1,4 +1,4 @@
-"""Formatting, the SQL helpers' dialect output, and `nudge ui`'s refusal to run unguarded."""
+"""Formatting, rollup and SQL helpers' doctests, and `nudge ui`'s refusal to run unguarded."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from collections.abc import Callable
 import pytest
 from typer.testing import CliRunner
 
+import experiments.rollups
 import store.sql
-import ui.data
 import ui.format
 from nudge.cli import app
 from settings import Settings
 from ui.format import band_labels, money, pct
 
 
-@pytest.mark.parametrize("module", [ui.format, ui.data, store.sql])
+@pytest.mark.parametrize("module", [ui.format, experiments.rollups, store.sql])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
