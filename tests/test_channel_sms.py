@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -128,13 +127,13 @@ def test_server_error_is_transient_but_gateway_timeout_is_ambiguous(
 
 def test_timeout_during_delivery_is_ambiguous(sms_settings: Settings, twilio: TwilioSink) -> None:
     # Given Twilio takes longer than the client waits (it still creates the message)
-    twilio.hang(1.0)
-    started = time.monotonic()
+    twilio.hang(3.0)
     with pytest.raises(ConnectionError):
         send(sms_settings, sms())
-    # Then the adapter gave up after its timeout, and could not have known: the sink holds it
-    assert time.monotonic() - started < 0.95
-    twilio.wait_until(lambda: len(twilio.messages) == 1, timeout=5)
+    # Then the adapter gave up after its own timeout (0.5 s), before Twilio answered, and
+    # could not have known: the sink holds the message and creates it afterwards
+    assert twilio.messages == []
+    twilio.wait_until(lambda: len(twilio.messages) == 1, timeout=10)
 
 
 def test_dropped_connection_during_delivery_is_ambiguous(
