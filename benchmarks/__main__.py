@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pkgutil
 import platform
 import sys
@@ -51,20 +52,21 @@ def main(argv: list[str]) -> int:
     for name in wanted:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         started = time.perf_counter()
+        load_before = os.getloadavg()
         result = module.run()
         result["benchmark"] = name
         result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         result["seconds"] = round(time.perf_counter() - started, 1)
-        result["machine"] = {"python": platform.python_version(), "cpus": _cpus()}
+        # The load average says how quiet the machine was: a figure measured beside other
+        # work is a lower bound of the rate (an upper bound of the time).
+        result["machine"] = {
+            "python": platform.python_version(),
+            "cpus": len(os.sched_getaffinity(0)),
+            "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
+        }
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(_table(name, result.get("rows", [])), flush=True)
     return 0
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
 
 
 if __name__ == "__main__":
