@@ -86,6 +86,7 @@ def apply_backlog() -> None:
     setup_broker(settings)
     engine = get_engine(settings.sqlalchemy_url)
     gc.freeze()  # as nudge worker does
+    gc.set_threshold(100_000, 10, 10)
     applied, started, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < APPLY_SECONDS:
         done = drain(settings, engine, batch=2000)

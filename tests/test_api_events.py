@@ -129,6 +129,27 @@ def test_order_converts_the_cart(
     assert (cart.status, cart.order_id, cart.order_value) == ("converted", "o-1", 238.0)
 
 
+def test_an_order_without_a_cart_converts_the_customers_open_carts(
+    client: TestClient, store_key: tuple[str, str], settings: Settings
+) -> None:
+    # Given two open carts of one customer, one of another, applied already
+    _, key = store_key
+    for cart_id, customer in (("c-1", "cust-1"), ("c-2", "cust-1"), ("c-3", "cust-2")):
+        event = cart_event(cart_id, customer_id=customer, email=f"{customer}@example.com")
+        assert client.post("/v1/events", json=event, headers=auth(key)).status_code == 202
+    apply_accepted(settings)
+    # When an order names the customer but no cart
+    order = {**order_event(value=99.0), "cart": None, "customer": {"id": "cust-1"}}
+    assert client.post("/v1/events", json=order, headers=auth(key)).status_code == 202
+    apply_accepted(settings)
+    # Then both of that customer's carts are converted, and only those
+    assert [cart_row(settings, c).status for c in ("c-1", "c-2", "c-3")] == [
+        "converted",
+        "converted",
+        "active",
+    ]
+
+
 @pytest.mark.parametrize(
     ("mutate", "status", "mentions"),
     [

@@ -29,8 +29,8 @@ from senders.applier import drain, pending
 from senders.broker import setup_broker
 from settings import Settings
 from store.db import BUSY_TIMEOUT_MS, get_engine, read_only
-from store.events import apply_pending, event_t
-from store.schemas import _PLAIN_HTTP_URL
+from store.events import EventLog, apply_pending, event_t
+from store.schemas import _PLAIN_HTTP_URL, EventIn
 from store.stores import create_store
 from store.types import utcnow
 from tests.factories import cart_event, order_event
@@ -164,6 +164,56 @@ def test_an_event_that_no_longer_validates_is_kept_and_skipped(
     assert list(carts(settings)) == ["c-new"]
     assert scalar(settings, "SELECT count(*) FROM event WHERE applied_at IS NULL") == 0
     assert scalar(settings, "SELECT count(*) FROM event") == 2
+
+
+def test_a_group_of_requests_is_stored_as_validated_each_event_once(
+    store_key: tuple[str, str], settings: Settings
+) -> None:
+    # Given two stores' requests written as one group: the same event id in both stores, a
+    # repeat within one request, times with an offset and as a Unix timestamp, and a field
+    # the schema ignores
+    engine = get_engine(settings.sqlalchemy_url)
+    shop, _ = store_key
+    with engine.begin() as conn:
+        other, _ = create_store(conn, name="Other shop")
+    seoul = cart_event("c-1", event_id="e-1", occurred_at=datetime(2026, 11, 23, 21, 0))
+    seoul["occurred_at"] = "2026-11-23T21:00:00.250+09:00"
+    seoul["cart"]["unknown"] = "dropped"
+    epoch = cart_event("c-2", event_id="e-2")
+    epoch["occurred_at"] = 1_795_000_000
+    mine = [EventIn.model_validate(e) for e in (seoul, epoch, seoul)]
+    theirs = [EventIn.model_validate(cart_event("c-9", event_id="e-1"))]
+    now = utcnow()
+    log = EventLog(engine)
+
+    # When the log appends them, and the first request again
+    try:
+        first = log.append([(shop, mine), (other, theirs)], now)
+        again = log.append([(shop, mine[:1])], now)
+    finally:
+        log.release()
+
+    # Then each request learns which of its events were repeats, per store
+    assert first == [[False, False, True], [False]]
+    assert again == [[True]]
+    # And three events are stored, pending, as validated: times as instants, the payload the
+    # event's own JSON (what the applier validates again)
+    with read_only(engine) as conn:
+        rows = conn.execute(sa.select(event_t).order_by(event_t.c.id)).all()
+    assert [(r.store_id, r.event_id, r.type) for r in rows] == [
+        (shop, "e-1", "cart.updated"),
+        (shop, "e-2", "cart.updated"),
+        (other, "e-1", "cart.updated"),
+    ]
+    assert [r.occurred_at for r in rows[:2]] == [
+        datetime(2026, 11, 23, 12, 0, 0, 250_000, tzinfo=UTC),
+        datetime.fromtimestamp(1_795_000_000, UTC),
+    ]
+    assert all(r.received_at == now and r.applied_at is None for r in rows)
+    for row, event in zip(rows, [mine[0], mine[1], theirs[0]], strict=True):
+        assert row.payload == event.model_dump(mode="json", exclude_none=True)
+        assert EventIn.model_validate(row.payload) == event
+    assert "unknown" not in rows[0].payload["cart"]
 
 
 def test_one_applier_at_a_time(store_key: tuple[str, str], settings: Settings) -> None:
