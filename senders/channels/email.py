@@ -10,6 +10,12 @@ Where the server advertises PIPELINING (RFC 2920; Postfix, Exim and the large pr
 trip instead of three. The message is then between the server's 354 and our end-of-data
 dot, which is what makes it count: a message prepared that way and never delivered is dropped
 with its connection (the server discards a message whose data never ended), not reset.
+
+A permanent refusal of the recipient (5xx to RCPT) whose enhanced status code (RFC 3463)
+says the mailbox or its domain does not exist or takes no mail (5.1.1, 5.1.2, 5.1.3, 5.1.6,
+5.1.10, 5.2.1) is a hard bounce: refused for good, and the address is suppressed. Any other
+5xx (a policy refusal, a relay that will not relay for us, a reply without an enhanced code)
+refuses this message for good and suppresses nothing: it may well be our relay's doing.
 """
 
 from __future__ import annotations
@@ -277,15 +283,32 @@ def _data_lines(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
+#: Enhanced status codes (RFC 3463) of a recipient that does not exist or takes no mail:
+#: bad mailbox, bad domain, bad address syntax, mailbox moved, domain accepts no mail
+#: (null MX, RFC 7505), mailbox disabled. Not 5.1.0/5.1.7/5.1.8: Postfix reports a refused
+#: *sender* at RCPT time with those.
+HARD_BOUNCES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.2.1"})
+_ENHANCED = re.compile(r"\s*(5\.\d{1,3}\.\d{1,3})\b")
+#: Servers echo addresses in their replies; the record keeps the reply without them.
+_ADDRESS = re.compile(r"[^\s<>\"]+@[^\s<>\"]+")
+
+
 def _classify(
     code: int,
     reply: bytes | str,
     step: str,
     *,
     this_message_only: bool = False,
+    recipient: bool = False,
 ) -> Exception:
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+    text = _ADDRESS.sub("…", text.replace("\n", " "))
     if 500 <= code < 600:
+        enhanced = _ENHANCED.match(text)
+        if recipient and enhanced is not None and enhanced.group(1) in HARD_BOUNCES:
+            return PermanentSendError(
+                f"{step} refused: {code} {text}", reason="hard_bounce", suppress=True
+            )
         return PermanentSendError(f"{step} refused: {code} {text}")
     return TransientSendError(
         f"{step} deferred: {code} {text}", this_message_only=this_message_only
@@ -294,9 +317,9 @@ def _classify(
 
 def _check_recipient(code: int, reply: bytes | str) -> None:
     # A deferred recipient (450 mailbox busy, greylisting…) concerns this message alone;
-    # 421 means the server is closing the connection.
+    # 421 means the server is closing the connection. A 5xx may be a hard bounce.
     if not 200 <= code < 400:
-        raise _classify(code, reply, "RCPT TO", this_message_only=code != 421)
+        raise _classify(code, reply, "RCPT TO", this_message_only=code != 421, recipient=True)
 
 
 def _check(code: int, reply: bytes | str, step: str, *, this_message_only: bool = False) -> None:
