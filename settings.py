@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
     smtp_timeout_seconds: float = 30.0
+    # Send MAIL, RCPT and DATA in one write where the server advertises PIPELINING (RFC 2920).
+    smtp_pipelining: bool = True
     email_from: str = "Nudge <reminders@nudge.localhost>"
     # USD per email your relay charges (0: your own relay); recorded with every email and
     # expected by new bandit experiments (see message_costs). Hosted relays list roughly

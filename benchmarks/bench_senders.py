@@ -101,7 +101,8 @@ def _queue_due(url: str, env: dict[str, str]) -> int:
         policy_for=lambda _s: FixedSchedulePolicy(),
     )
     report = journey.sweep(rt, limit=N_SENDS)
-    actors.enqueue(report.follow_ups)
+    # Shared out over the worker's threads, as its own sweep does (NUDGE_WORKER_THREADS).
+    actors.enqueue(report.follow_ups, spread=THREADS)
     return report.sends
 
 
@@ -225,6 +226,7 @@ def run() -> dict[str, Any]:
             NUDGE_TWILIO_FROM="+15005550006",
             NUDGE_TWILIO_BASE_URL=twilio.base_url,
             NUDGE_DATA_DIR=tmp,
+            NUDGE_WORKER_THREADS=str(THREADS),
             NUDGE_LOG_LEVEL="WARNING",
             NUDGE_SWEEP_INTERVAL_SECONDS="3600",  # the benchmark queues; no sweep competes
         )

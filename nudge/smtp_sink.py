@@ -44,6 +44,12 @@ class SmtpSink:
 
     ``before_rcpt`` and ``before_accept`` (tests) run before the reply to RCPT and to DATA:
     a crash test stalls a sender there. By the DATA reply a real MTA holds the message.
+    ``refuse`` maps recipients to the reply their RCPT gets instead of 250, as a mailbox
+    server answers for a mailbox it does not have (``550 5.1.1 …``) or that is full.
+
+    It advertises PIPELINING (RFC 2920), as Postfix, Exim and the large providers do: aiosmtpd
+    reads commands from a buffered stream and answers them in order, so a client may send
+    MAIL, RCPT and DATA in one write; it just does not say so on its own.
     """
 
     def __init__(
@@ -56,14 +62,25 @@ class SmtpSink:
         self.on_message = on_message
         self.before_accept: Callable[[Received], None] | None = None
         self.before_rcpt: Callable[[str], None] | None = None
+        self.refuse: dict[str, str] = {}
         self._cond = threading.Condition()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_EHLO(
+        self, _server: Any, session: Any, _envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        # Before the last line ("250 HELP"), which must stay last.
+        return [*responses[:-1], "250-PIPELINING", *responses[-1:]]
 
     async def handle_RCPT(
         self, _server: Any, _session: Any, envelope: Any, address: str, _options: Any
     ) -> str:
         if self.before_rcpt is not None:
             self.before_rcpt(address)
+        refusal = self.refuse.get(address)
+        if refusal is not None:
+            return refusal
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

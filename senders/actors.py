@@ -46,10 +46,18 @@ def runtime() -> journey.Runtime:
     )
 
 
-def enqueue(follow_ups: Iterable[journey.FollowUp]) -> None:
+def enqueue(follow_ups: Iterable[journey.FollowUp], *, spread: int | None = None) -> None:
     """Queue follow-ups. Those due within a second of each other travel as one message
     (up to ``CHECKS_PER_MESSAGE`` carts or ``SENDS_PER_MESSAGE`` touches), which leaves with
-    the latest of them: nothing is checked or sent early."""
+    the latest of them: nothing is checked or sent early.
+
+    Touches too many for one message are shared out evenly, in a multiple of ``spread``
+    messages (default: ``NUDGE_WORKER_THREADS``) where that keeps them at least half full:
+    2,000 due at once go as 24 messages of 83-84, three full rounds of 8 threads, rather than
+    20 of 100, whose third round would leave half the threads idle.
+    """
+    if spread is None:
+        spread = get_settings().worker_threads
     checks: list[tuple[int, int]] = []
     sends: list[tuple[int, str]] = []
     deliveries: list[tuple[int, str]] = []
@@ -62,26 +70,50 @@ def enqueue(follow_ups: Iterable[journey.FollowUp]) -> None:
             sends.append((f.delay_ms, str(f.arg)))
     for delay_ms, cart_ids in _together(checks, CHECKS_PER_MESSAGE):
         check_carts.send_with_options(args=(cart_ids,), delay=delay_ms or None)
-    for delay_ms, decision_ids in _together(sends, SENDS_PER_MESSAGE):
+    for delay_ms, decision_ids in _together(sends, SENDS_PER_MESSAGE, spread):
         send_touches.send_with_options(args=(decision_ids,), delay=delay_ms or None)
     for delay_ms, message_ids in _together(deliveries, SENDS_PER_MESSAGE):
         check_deliveries.send_with_options(args=(message_ids,), delay=delay_ms or None)
 
 
-def _together(items: list[tuple[int, T]], most: int) -> Iterator[tuple[int, list[T]]]:
-    """(delay, args) groups of items due within ``WINDOW_MS`` of the group's first."""
-    batch: list[T] = []
-    first = last = 0
-    for delay_ms, arg in sorted(items):
-        if batch and (len(batch) == most or delay_ms - first > WINDOW_MS):
-            yield last, batch
-            batch = []
-        if not batch:
-            first = delay_ms
-        batch.append(arg)
-        last = delay_ms
-    if batch:
-        yield last, batch
+def _together(
+    items: list[tuple[int, T]], most: int, spread: int = 1
+) -> Iterator[tuple[int, list[T]]]:
+    """(delay, args) groups of items due within ``WINDOW_MS`` of the group's first: as few
+    groups of equal size (± 1) as hold at most ``most`` each, their number rounded up to a
+    multiple of ``spread`` if the groups stay at least half full. A group's delay is that of
+    its latest item.
+
+    >>> [(d, len(g)) for d, g in _together([(0, i) for i in range(250)], 100)]
+    [(0, 84), (0, 83), (0, 83)]
+    >>> [len(g) for _, g in _together([(0, i) for i in range(2000)], 100, spread=8)][:3]
+    [84, 84, 84]
+    >>> len(list(_together([(0, i) for i in range(2000)], 100, spread=8)))
+    24
+    """
+    window: list[tuple[int, T]] = []
+    for item in sorted(items):
+        if window and item[0] - window[0][0] > WINDOW_MS:
+            yield from _share(window, most, spread)
+            window = []
+        window.append(item)
+    if window:
+        yield from _share(window, most, spread)
+
+
+def _share(window: list[tuple[int, T]], most: int, spread: int) -> Iterator[tuple[int, list[T]]]:
+    n = len(window)
+    groups = -(-n // most)
+    if groups > 1 and spread > 1:
+        rounded = -(-groups // spread) * spread
+        if 2 * n >= rounded * most:  # each still at least half full
+            groups = rounded
+    start = 0
+    for g in range(groups):
+        end = start + n // groups + (1 if g < n % groups else 0)
+        chunk = window[start:end]
+        yield chunk[-1][0], [arg for _, arg in chunk]
+        start = end
 
 
 def schedule_checks(cart_ids: list[int], delay_ms: int) -> None:

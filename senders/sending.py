@@ -13,12 +13,15 @@ a single send holds for each touch in it:
    lease ran out before any hand-off is taken over (attempt number + 1).
 2. **Render** each message, outside any transaction.
 3. **Hand off**, one message after the other over one connection per channel (SMTP, HTTP
-   keep-alive). ``prepare`` (SMTP: MAIL, RCPT) is safe to repeat. Then a single conditional
-   ``UPDATE`` moves the record from ``prepared`` to ``handoff`` only if this attempt still
-   owns it and, at that moment, the cart is unbought and unchanged, the address is the
-   customer's, consented and not suppressed (quiet hours are checked just before, in Python;
-   caps cannot change meanwhile, since only claims add to them). Only if that row changed is
-   ``deliver`` (SMTP: DATA) called.
+   keep-alive). ``prepare`` (SMTP: MAIL, RCPT, and DATA up to the server's 354 where it
+   pipelines: nothing counts before the data's final dot) is safe to repeat. Then a single
+   conditional ``UPDATE`` moves the record from ``prepared`` to ``handoff`` only if this
+   attempt still owns it and, at that moment, the cart is unbought and unchanged, the
+   address is the customer's, consented and not suppressed (quiet hours are checked just
+   before, in Python; caps cannot change meanwhile, since only claims add to them). Only if
+   that row changed is ``deliver`` (SMTP: the message data) called. The last look comes after
+   the provider has accepted the recipient, not alongside: a crash or a stall while it
+   decides must leave the record ``prepared``, to be sent later, not lost in ``handoff``.
 4. **Record**, in one transaction: sent; refused for good (the address suppressed when the
    provider says so); "later" (the lease released, retried with the same record); stopped
    at the last look. The journeys that went on get their next touch decided.
@@ -627,7 +630,8 @@ def _hand_off_channel(
             if outcome.naming_due():
                 _name(rt, outcome)
             try:
-                channel.prepare(_render(rt, send))
+                # Quiet hours first: a message prepared and then not sent may cost the
+                # connection (a pipelined SMTP envelope has begun its DATA).
                 now = rt.clock()
                 quiet = compliance.next_allowed(
                     now,
@@ -635,7 +639,11 @@ def _hand_off_channel(
                     rules=send.rules,
                     night_consent=bool(send.customer.consent_night),
                 )
-                if quiet > now or not last_look(send, now):
+                if quiet > now:
+                    outcome.late.append(send)
+                    continue
+                channel.prepare(_render(rt, send))
+                if not last_look(send, rt.clock()):
                     outcome.late.append(send)
                     continue
                 try:

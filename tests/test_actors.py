@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from dramatiq.brokers.stub import StubBroker
 
 from nudge.smtp_sink import SmtpSink
-from senders import actors
+from senders import actors, journey
 from senders.broker import setup_broker
 from settings import Settings
 from store.db import get_engine
@@ -148,3 +149,33 @@ def test_send_retries_with_backoff_when_the_relay_is_down(
             revived.stop()
     finally:
         worker.stop()
+
+
+def test_touches_due_together_are_shared_out_evenly_over_the_threads(env: Any) -> None:
+    broker = setup_broker(env(), stub=True)
+    assert isinstance(broker, StubBroker)
+    try:
+        # Given 2,000 touches due now, 101 due in a minute and 3 more a second after those
+        due = [journey.FollowUp("send_touch", f"now-{i}") for i in range(2000)]
+        due += [journey.FollowUp("send_touch", f"soon-{i}", 60_000) for i in range(101)]
+        due += [journey.FollowUp("send_touch", f"late-{i}", 61_500) for i in range(3)]
+        # When they are queued for workers of 8 threads
+        actors.enqueue(due, spread=8)
+        batches = [args for actor, args, _ in queued(broker) if actor == "send_touches"]
+        # Then every touch travels exactly once
+        flat = [d for batch in batches for d in batch]
+        assert sorted(flat) == sorted(str(f.arg) for f in due)
+        sizes = {
+            prefix: sorted(len(b) for b in batches if b[0].startswith(prefix))
+            for prefix in ("now", "soon", "late")
+        }
+        # the 2,000 as three full rounds of the 8 threads (24 of 83-84, not 20 of 100)
+        assert len(sizes["now"]) == 24 and set(sizes["now"]) == {83, 84}
+        # 101 as two halves: eight batches of 12-13 would cost more than they save
+        assert sizes["soon"] == [50, 51]
+        assert sizes["late"] == [3]
+        assert all(len({d.split("-")[0] for d in b}) == 1 for b in batches)
+        # And the module's examples hold
+        assert doctest.testmod(actors).failed == 0
+    finally:
+        broker.flush_all()

@@ -92,11 +92,13 @@ def test_a_line_break_in_a_header_value_starts_no_new_header(
     assert mail.email["Subject"] == "Hello  Bcc: victim@example.com"
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
 def test_many_messages_over_one_connection_refusals_included(
-    email_settings: Settings, sink: SmtpSink
+    env: Callable[..., Settings], sink: SmtpSink, pipelining: bool
 ) -> None:
+    settings = env(smtp_port=sink.port, smtp_pipelining=pipelining)
     outcomes: list[str] = []
-    with open_channel("email", email_settings) as channel:
+    with open_channel("email", settings) as channel:
         for n, to in enumerate(
             ["a@example.com", "gone@example.com", "b@example.com", "busy@example.com"]
         ):
@@ -121,7 +123,40 @@ def test_many_messages_over_one_connection_refusals_included(
         ["b@example.com"],
         ["d@example.com"],
     ]
-    assert len({m.peer for m in received}) == 1
+    # Refusals keep the connection. A pipelined message left unsent is dropped with its
+    # connection (its DATA had begun: only hanging up keeps it from counting); one sent
+    # command by command is reset, and the connection goes on.
+    assert received[0].peer == received[1].peer
+    assert (received[2].peer == received[1].peer) is not pipelining
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason", "suppress"),
+    [
+        ("550 5.1.1 <{to}>: Recipient address rejected: User unknown", "hard_bounce", True),
+        ("553 5.1.3 Bad recipient address syntax", "hard_bounce", True),
+        ("550 5.2.1 Mailbox disabled, not accepting messages", "hard_bounce", True),
+        # Not about the mailbox: our relay's policy, or no enhanced code to tell
+        ("554 5.7.1 <{to}>: Relay access denied", "refused", False),
+        ("550 Requested action not taken", "refused", False),
+        ("553 5.1.8 <hello@seoul-camping.example>: Sender address rejected", "refused", False),
+    ],
+)
+def test_a_refused_recipient_is_a_hard_bounce_only_when_the_mailbox_is_the_reason(
+    email_settings: Settings, sink: SmtpSink, reply: str, reason: str, suppress: bool
+) -> None:
+    to = "nobody@example.com"
+    sink.refuse[to] = reply.format(to=to)
+    with open_channel("email", email_settings) as channel:
+        with pytest.raises(PermanentSendError) as info:
+            channel.prepare(email(1, to=to))
+            channel.deliver()
+        assert (info.value.reason, info.value.suppress) == (reason, suppress)
+        assert reply.split()[0] in str(info.value) and to not in str(info.value)
+        # The connection goes on with the next message
+        channel.prepare(email(2))
+        channel.deliver()
+    assert [m.rcpt_tos for m in sink.wait_for(1)] == [["jane@example.com"]]
 
 
 def test_a_connection_the_relay_closed_is_opened_again(

@@ -167,6 +167,63 @@ def test_a_batch_sends_what_may_go_and_stops_the_rest_for_its_reason(
     assert again.sent == 0 and len(sink.messages) == 2
 
 
+def test_a_hard_bounce_is_refused_for_good_and_suppresses_the_address(
+    rt: journey.Runtime, sink: SmtpSink
+) -> None:
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    shop = store(rt)
+    # Given a relay that has no mailbox for shopper 1 (550 5.1.1) and one whose mailbox for
+    # shopper 2 is full for now (452 4.2.2), and shopper 1's second cart, due later
+    sink.refuse = {
+        "shopper-1@example.com": "550 5.1.1 <shopper-1@example.com>: user unknown",
+        "shopper-2@example.com": "452 4.2.2 Mailbox full, try again later",
+    }
+    tried: Counter[str] = Counter()
+    sink.before_rcpt = lambda address: tried.update([address])
+    events = [shopper(0), shopper(1), shopper(2)]
+    events.append(shopper(3, customer_id="cust-1", email="shopper-1@example.com"))
+    ids = abandon_all(rt, shop, events)
+
+    # When the first three go out as one batch
+    report = sending.send_touches(rt, ids[:3])
+
+    # Then shopper 0 gets the email; the unknown user's touch fails for good, the full
+    # mailbox's waits for a retry of its own
+    assert [m.rcpt_tos for m in sink.wait_for(1)] == [["shopper-0@example.com"]]
+    assert report.sent == 1 and [e.reason for e in report.refused] == ["hard_bounce"]
+    assert [e.this_message_only for e in report.transient] == [True]
+    messages = {m.recipient: m for m in rows(rt, "message")}
+    bounced = messages["shopper-1@example.com"]
+    assert (bounced.status, bounced.error_kind) == ("failed", "permanent")
+    assert "550 5.1.1" in bounced.error and "shopper-1@" not in bounced.error
+    full = messages["shopper-2@example.com"]
+    assert (full.status, full.error_kind) == ("prepared", "transient")
+    states = {c: (d.state, d.state_reason) for c, d in decisions(rt).items()}
+    assert states["c-1"] == ("failed", "hard_bounce")
+    # And the address is suppressed for the store, like an unsubscribe
+    suppressed = {(x.channel, x.address, x.reason) for x in rows(rt, "suppression")}
+    assert suppressed == {("email", "shopper-1@example.com", "hard_bounce")}
+
+    # When the batch is retried (the mailbox has room again) and shopper 1's other cart
+    # comes due, and shopper 1 comes back with consent flags riding on a cart event
+    del sink.refuse["shopper-2@example.com"]
+    retry = sending.send_touches(rt, [*ids[:3], ids[3]])
+    post(rt, shop, shopper(1, event_id="back", occurred_at=clock()))
+
+    # Then the full mailbox gets its email once, and the bounced address is never tried again
+    assert sorted(m.rcpt_tos[0] for m in sink.wait_for(2)) == [
+        "shopper-0@example.com",
+        "shopper-2@example.com",
+    ]
+    assert retry.sent == 1 and retry.refused == []
+    assert tried["shopper-1@example.com"] == 1 and tried["shopper-2@example.com"] == 2
+    states = {c: (d.state, d.state_reason) for c, d in decisions(rt).items()}
+    assert states["c-3"] == ("skipped", "suppressed")
+    assert states["c-1"] == ("failed", "hard_bounce")
+    assert {x.address for x in rows(rt, "suppression")} == {"shopper-1@example.com"}
+    assert sorted(delivered(sink).values()) == [1, 1]
+
+
 def test_a_batch_goes_over_one_smtp_connection(rt: journey.Runtime, sink: SmtpSink) -> None:
     shop = store(rt)
     ids = abandon_all(rt, shop, [shopper(n) for n in range(4)])

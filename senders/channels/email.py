@@ -4,17 +4,31 @@
 can be delivered yet, so a crash here is safe to retry); ``deliver`` sends DATA, the step
 after which the message may exist. One adapter sends any number of messages in turn over one
 connection: a message prepared but never delivered is reset (``RSET``) before the next.
+
+Where the server advertises PIPELINING (RFC 2920; Postfix, Exim and the large providers do),
+``prepare`` sends MAIL, RCPT and DATA in one write and reads their three replies: one round
+trip instead of three. The message is then between the server's 354 and our end-of-data
+dot, which is what makes it count: a message prepared that way and never delivered is dropped
+with its connection (the server discards a message whose data never ended), not reset.
+
+A permanent refusal of the recipient (5xx to RCPT) whose enhanced status code (RFC 3463)
+says the mailbox or its domain does not exist or takes no mail (5.1.1, 5.1.2, 5.1.3, 5.1.6,
+5.1.10, 5.2.1) is a hard bounce: refused for good, and the address is suppressed. Any other
+5xx (a policy refusal, a relay that will not relay for us, a reply without an enhanced code)
+refuses this message for good and suppresses nothing: it may well be our relay's doing.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import re
 import smtplib
 from email.utils import formataddr, formatdate, parseaddr
 from functools import lru_cache
 
 from senders.channels.base import Outgoing, SendResult
+from senders.channels.keepalive import peer_closed
 from senders.errors import PermanentSendError, TransientSendError
 from settings import Settings
 
@@ -34,6 +48,10 @@ class SmtpEmail:
         self._smtp: smtplib.SMTP | None = None
         # The message named by MAIL/RCPT and not yet sent: (MIME bytes, Message-ID).
         self._pending: tuple[bytes, str] | None = None
+        # The server advertised PIPELINING (and we may use it): see ``_envelope``.
+        self._pipelining = False
+        # The server said 354 and waits for the message's data (pipelined prepare).
+        self._in_data = False
 
     def __enter__(self) -> SmtpEmail:
         return self
@@ -51,13 +69,14 @@ class SmtpEmail:
             reused = self._smtp is not None
             try:
                 smtp = self._connection()
-                # docmd, not mail()/rcpt(): those re-parse both addresses on every message.
-                code, reply = smtp.docmd("MAIL", f"FROM:<{sender}>")
-                _check(code, reply, "MAIL FROM")
-                code, reply = smtp.docmd("RCPT", f"TO:<{recipient}>")
-                # A deferred recipient (450 mailbox busy, greylisting…) concerns this message
-                # alone; 421 means the server is closing the connection.
-                _check(code, reply, "RCPT TO", this_message_only=code != 421)
+                if self._pipelining:
+                    self._envelope(smtp, sender, recipient)
+                else:
+                    # docmd, not mail()/rcpt(): those re-parse both addresses every time.
+                    code, reply = smtp.docmd("MAIL", f"FROM:<{sender}>")
+                    _check(code, reply, "MAIL FROM")
+                    code, reply = smtp.docmd("RCPT", f"TO:<{recipient}>")
+                    _check_recipient(code, reply)
             except (PermanentSendError, TransientSendError):
                 self._reset()
                 raise
@@ -82,7 +101,12 @@ class SmtpEmail:
         data, message_id = self._pending
         self._pending = None
         try:
-            code, reply = self._smtp.data(data)
+            if self._in_data:  # the 354 came with the envelope's replies
+                self._in_data = False
+                self._smtp.send(_data_lines(data))
+                code, reply = self._smtp.getreply()
+            else:
+                code, reply = self._smtp.data(data)
         except smtplib.SMTPDataError as exc:
             raise _classify(exc.smtp_code, exc.smtp_error, "DATA") from exc
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
@@ -93,6 +117,8 @@ class SmtpEmail:
 
     def close(self) -> None:
         self._pending = None
+        if self._in_data:
+            self._drop()  # QUIT would be taken for the message's data
         if self._smtp is not None:
             try:
                 self._smtp.quit()
@@ -101,6 +127,10 @@ class SmtpEmail:
             self._smtp = None
 
     def _connection(self) -> smtplib.SMTP:
+        if self._smtp is not None and self._smtp.sock is not None and peer_closed(self._smtp.sock):
+            # Between two transactions a server says nothing unless it is going away (a 421
+            # for an idle connection, or EOF): what it said would be read as the next reply.
+            self._drop()
         if self._smtp is None:
             s = self.settings
             smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
@@ -111,11 +141,40 @@ class SmtpEmail:
                 smtp.ehlo()
             if s.smtp_username and s.smtp_password:
                 smtp.login(s.smtp_username, s.smtp_password)
+            self._pipelining = s.smtp_pipelining and smtp.has_extn("pipelining")
         return self._smtp
+
+    def _envelope(self, smtp: smtplib.SMTP, sender: str, recipient: str) -> None:
+        """MAIL, RCPT and DATA in one write (RFC 2920 §3.1: DATA ends a group), then their
+        replies in order. Nothing is delivered before the data's final dot."""
+        smtp.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
+        replies: list[tuple[int, bytes]] = []
+        try:
+            for _ in range(3):
+                replies.append(smtp.getreply())
+        except smtplib.SMTPServerDisconnected:
+            # A server closing the connection (421) says why before it goes.
+            if not replies or 200 <= replies[0][0] < 400:
+                raise
+            self._drop()
+        (mail, mail_reply), *rest = replies
+        if len(rest) == 2 and rest[1][0] == 354:
+            self._in_data = True
+        if self._in_data and not (200 <= mail < 400 and 200 <= rest[0][0] < 400):
+            self._drop()  # a server that took DATA after refusing MAIL or RCPT: start afresh
+        _check(mail, mail_reply, "MAIL FROM")
+        if not rest:
+            raise TransientSendError("SMTP connection closed after MAIL FROM")
+        _check_recipient(*rest[0])
+        if not self._in_data:
+            code, reply = rest[1] if len(rest) == 2 else (0, b"connection closed")
+            raise _classify(code, reply, "DATA")
 
     def _reset(self) -> None:
         """Abandon the mail transaction under way (RFC 5321 §4.1.1.5), keeping the connection."""
         self._pending = None
+        if self._in_data:
+            self._drop()  # past DATA's 354 only the end of the data, or hanging up, will do
         if self._smtp is None:
             return
         try:
@@ -127,6 +186,7 @@ class SmtpEmail:
 
     def _drop(self) -> None:
         self._pending = None
+        self._in_data = False
         if self._smtp is not None:
             self._smtp.close()
             self._smtp = None
@@ -215,15 +275,51 @@ def _base64(text: str) -> str:
     return base64.encodebytes(text.encode()).decode("ascii").replace("\n", "\r\n")
 
 
+def _data_lines(data: bytes) -> bytes:
+    """The message as DATA carries it: lines starting with a dot doubled, then CRLF.CRLF."""
+    data = re.sub(rb"(?m)^\.", b"..", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+#: Enhanced status codes (RFC 3463) of a recipient that does not exist or takes no mail:
+#: bad mailbox, bad domain, bad address syntax, mailbox moved, domain accepts no mail
+#: (null MX, RFC 7505), mailbox disabled. Not 5.1.0/5.1.7/5.1.8: Postfix reports a refused
+#: *sender* at RCPT time with those.
+HARD_BOUNCES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.2.1"})
+_ENHANCED = re.compile(r"\s*(5\.\d{1,3}\.\d{1,3})\b")
+#: Servers echo addresses in their replies; the record keeps the reply without them.
+_ADDRESS = re.compile(r"[^\s<>\"]+@[^\s<>\"]+")
+
+
 def _classify(
-    code: int, reply: bytes | str, step: str, *, this_message_only: bool = False
+    code: int,
+    reply: bytes | str,
+    step: str,
+    *,
+    this_message_only: bool = False,
+    recipient: bool = False,
 ) -> Exception:
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+    text = _ADDRESS.sub("…", text.replace("\n", " "))
     if 500 <= code < 600:
+        enhanced = _ENHANCED.match(text)
+        if recipient and enhanced is not None and enhanced.group(1) in HARD_BOUNCES:
+            return PermanentSendError(
+                f"{step} refused: {code} {text}", reason="hard_bounce", suppress=True
+            )
         return PermanentSendError(f"{step} refused: {code} {text}")
     return TransientSendError(
         f"{step} deferred: {code} {text}", this_message_only=this_message_only
     )
+
+
+def _check_recipient(code: int, reply: bytes | str) -> None:
+    # A deferred recipient (450 mailbox busy, greylisting…) concerns this message alone;
+    # 421 means the server is closing the connection. A 5xx may be a hard bounce.
+    if not 200 <= code < 400:
+        raise _classify(code, reply, "RCPT TO", this_message_only=code != 421, recipient=True)
 
 
 def _check(code: int, reply: bytes | str, step: str, *, this_message_only: bool = False) -> None:

@@ -79,7 +79,7 @@ class KeepAlive:
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = self._conn
-        if conn is not None and (conn.sock is None or _dropped(conn.sock)):
+        if conn is not None and (conn.sock is None or peer_closed(conn.sock)):
             self.close()  # the provider closed the idle connection: nothing was sent on it
             conn = None
         if conn is None:
@@ -123,7 +123,7 @@ def _proxy_for(scheme: str, host: str) -> tuple[str, int, str] | None:
     return parts.hostname, parts.port or 80, auth
 
 
-def _dropped(sock: socket.socket) -> bool:
+def peer_closed(sock: socket.socket) -> bool:
     """An idle keep-alive socket that is readable was closed by the other end (EOF)."""
     try:
         readable, _, _ = select.select([sock], [], [], 0)

@@ -104,11 +104,13 @@ def test_every_page_shows_the_seeded_numbers(seeded: Seeded, app: Callable[[], A
     assert row(by_status, "Status", "failed")["Messages"] == seeded.failed == 1
     assert len(recent) == seeded.sent + seeded.failed
     assert not recent["Recipient"].str.contains("shopper-").any()  # addresses are masked
-    failure = row(failures, "Reason", "refused")
-    assert failure["Kind"] == "permanent" and "550" in failure["Example"]
+    failure = row(failures, "Reason", "hard_bounce")
+    assert failure["Kind"] == "permanent" and "550 5.1.1" in failure["Example"]
     assert row(skipped, "Reason", "holdout")["Touches"] == seeded.holdout
     assert row(suppressions, "Reason", "unsubscribe")["Addresses"] == seeded.unsubscribed
-    assert len(latest) == 1
+    # The mailbox that does not exist is suppressed too, with its reason
+    assert row(suppressions, "Reason", "hard_bounce")["Addresses"] == seeded.failed
+    assert sorted(latest["Reason"]) == ["hard_bounce", "unsubscribe"]
 
     # Settings: the US preset's quiet hours and caps; credentials as set/unset only
     at.switch_page("app_pages/settings.py").run()
