@@ -136,9 +136,15 @@ class ThompsonPolicy:
             keeps ``choose`` fast; the propensity is exact for any number.
         pool_size: posterior draws made after each refit, from which decisions pick theirs.
         exploration: scale of the posterior spread used for sampling. 1 is plain Thompson
-            sampling; 0.5 (the default) samples from a posterior twice as narrow, which
-            Chapelle & Li (2011, Sec. 6) found to improve reward in practice; on the shipped
-            scenarios it also roughly halves the cost of exploring 49 arms.
+            sampling; narrower sampling, which Chapelle & Li (2011, Sec. 6) found to improve
+            reward in practice, cuts the cost of exploring 49 arms, whose context-specific
+            log-odds carry the prior spread of every interaction they sum. 0.25 (the
+            default) against 0.5, share captured over 50,000 carts (all carts / last 20 %),
+            benchmark seed 2025: apparel 0.52/0.70 -> 0.63/0.81, apparel-shift 0.48/0.63 ->
+            0.60/0.72, electronics 0.54/0.68 -> 0.61/0.70, grocery -0.02/0.32 -> 0.01/0.34;
+            seed 7: 0.58/0.74 -> 0.57/0.72, 0.51/0.66 -> 0.52/0.69, 0.59/0.73 -> 0.65/0.73,
+            0.13/0.44 -> 0.02/0.47 (grocery's share is the noisiest: its achievable uplift is
+            0.23 per cart). On average +0.035 of share, in both columns.
         batch_size: records buffered before the posterior is refitted. A refit costs 10-30 ms
             (Newton steps on a full precision matrix of a few hundred weights), so it is
             amortised over many records; ``refit_interval`` keeps the posterior fresh when
@@ -175,7 +181,7 @@ class ThompsonPolicy:
         attribution_window: timedelta = timedelta(days=7),
         n_draws: int = 16,
         pool_size: int = 256,
-        exploration: float = 0.5,
+        exploration: float = 0.25,
         batch_size: int = 4096,
         refit_interval: timedelta = timedelta(hours=1),
         prior: Prior | None = None,
