@@ -136,9 +136,15 @@ class ThompsonPolicy:
             keeps ``choose`` fast; the propensity is exact for any number.
         pool_size: posterior draws made after each refit, from which decisions pick theirs.
         exploration: scale of the posterior spread used for sampling. 1 is plain Thompson
-            sampling; 0.5 (the default) samples from a posterior twice as narrow, which
-            Chapelle & Li (2011, Sec. 6) found to improve reward in practice; on the shipped
-            scenarios it also roughly halves the cost of exploring 49 arms.
+            sampling; narrower sampling, which Chapelle & Li (2011, Sec. 6) found to improve
+            reward in practice, cuts the cost of exploring 49 arms, whose context-specific
+            log-odds carry the prior spread of every interaction they sum. 0.25 (the
+            default) against 0.5, share captured over 50,000 carts (all carts / last 20 %),
+            benchmark seed 2025: apparel 0.52/0.70 -> 0.63/0.81, apparel-shift 0.48/0.63 ->
+            0.60/0.72, electronics 0.54/0.68 -> 0.61/0.70, grocery -0.02/0.32 -> 0.01/0.34;
+            seed 7: 0.58/0.74 -> 0.57/0.72, 0.51/0.66 -> 0.52/0.69, 0.59/0.73 -> 0.65/0.73,
+            0.13/0.44 -> 0.02/0.47 (grocery's share is the noisiest: its achievable uplift is
+            0.23 per cart). On average +0.035 of share, in both columns.
         batch_size: records buffered before the posterior is refitted. A refit costs 10-30 ms
             (Newton steps on a full precision matrix of a few hundred weights), so it is
             amortised over many records; ``refit_interval`` keeps the posterior fresh when
@@ -175,7 +181,7 @@ class ThompsonPolicy:
         attribution_window: timedelta = timedelta(days=7),
         n_draws: int = 16,
         pool_size: int = 256,
-        exploration: float = 0.5,
+        exploration: float = 0.25,
         batch_size: int = 4096,
         refit_interval: timedelta = timedelta(hours=1),
         prior: Prior | None = None,
@@ -247,11 +253,17 @@ class ThompsonPolicy:
         self.clock: float | None = None  # seconds since the epoch, latest now/at seen
         self._last_decay: float | None = None
         self._last_refit: float | None = None
-        # Final outcomes not yet folded in: (rows, arm index, positive weight, negative weight).
-        self._buffer: list[tuple[list[int], int, float, float]] = []
         # Pending decisions: id -> slot in the arrays below.
         self._pending: dict[str, int] = {}
         n_slots = self.features.n_slots
+        # Final outcomes not yet folded in, the first _b_count entries of: rows, arm index,
+        # positive weight, negative weight (arrays rather than a list of tuples: no per-record
+        # allocation, and no list-to-array conversion at the refit).
+        self._b_rows = np.zeros((64, n_slots), dtype=np.int64)
+        self._b_arm = np.zeros(64, dtype=np.int64)
+        self._b_pos = np.zeros(64)
+        self._b_neg = np.zeros(64)
+        self._b_count = 0
         self._p_rows = np.zeros((64, n_slots), dtype=np.int64)
         self._p_arm = np.zeros(64, dtype=np.int64)
         self._p_time = np.zeros(64)
@@ -448,14 +460,22 @@ class ThompsonPolicy:
         del message_sent
         if not (math.isfinite(order_value) and order_value >= 0):
             raise ValueError(f"order_value must be finite and >= 0, not {order_value}")
-        arm = self._arm_index.get(decision.arm)
-        if arm is None:
-            raise ValueError(f"decision.arm {decision.arm.key!r} is not one of this policy's arms")
+        slot = self._pending.get(decision.id)
+        # A decision this policy made carries its own arm object: skip hashing the dataclass.
+        if slot is not None and self.arms[self._p_arm[slot]] is decision.arm:
+            arm = int(self._p_arm[slot])
+        else:
+            found = self._arm_index.get(decision.arm)
+            if found is None:
+                raise ValueError(
+                    f"decision.arm {decision.arm.key!r} is not one of this policy's arms"
+                )
+            arm = found
         t = _timestamp(at)
         self._advance(t)
         slot = self._pending.pop(decision.id, None)
         if slot is not None:
-            rows: list[int] = self._p_rows[slot].tolist()
+            rows: list[int] | IntArray = self._p_rows[slot]
             accrued = float(self._p_accrued[slot])
             decided = float(self._p_time[slot])
             self._p_free.append(slot)
@@ -464,15 +484,28 @@ class ThompsonPolicy:
             accrued = 0.0
             decided = _timestamp(decision.decided_at) if decision.decided_at else math.nan
         if converted:
-            self._buffer.append((rows, arm, 1.0, -accrued))
+            self._buffer_add(rows, arm, 1.0, -accrued)
             if math.isfinite(decided):
                 self.lags[_lag_key(self.arms[arm])].add(
                     (t - decided) / 3600.0 - self._delay_hours[arm]
                 )
         else:
-            self._buffer.append((rows, arm, 0.0, 1.0 - accrued))
-        if len(self._buffer) >= self.batch_size:
+            self._buffer_add(rows, arm, 0.0, 1.0 - accrued)
+        if self._b_count >= self.batch_size:
             self.update()
+
+    def _buffer_add(self, rows: list[int] | IntArray, arm: int, w_pos: float, w_neg: float) -> None:
+        n = self._b_count
+        if n == self._b_arm.size:
+            self._b_rows = np.concatenate([self._b_rows, np.zeros_like(self._b_rows)])
+            self._b_arm = np.concatenate([self._b_arm, np.zeros_like(self._b_arm)])
+            self._b_pos = np.concatenate([self._b_pos, np.zeros_like(self._b_pos)])
+            self._b_neg = np.concatenate([self._b_neg, np.zeros_like(self._b_neg)])
+        self._b_rows[n] = rows
+        self._b_arm[n] = arm
+        self._b_pos[n] = w_pos
+        self._b_neg[n] = w_neg
+        self._b_count = n + 1
 
     def update(self) -> None:
         """Fold buffered outcomes and accrued pending evidence into the posterior now.
@@ -481,12 +514,10 @@ class ThompsonPolicy:
         ``refit_interval``); call it directly to force a refit.
         """
         clock = self.clock if self.clock is not None else 0.0
-        self._decay(clock)
-        n_slots = self.features.n_slots
-        rows = np.array([b[0] for b in self._buffer], dtype=np.int64).reshape(-1, n_slots)
-        arms = np.array([b[1] for b in self._buffer], dtype=np.int64)
-        w_pos = np.array([b[2] for b in self._buffer])
-        w_neg = np.array([b[3] for b in self._buffer])
+        eta = self._decay(clock)
+        n = self._b_count
+        rows, arms = self._b_rows[:n].copy(), self._b_arm[:n].copy()
+        w_pos, w_neg = self._b_pos[:n].copy(), self._b_neg[:n].copy()
         if self.delayed_feedback and self._pending:
             slots = np.fromiter(self._pending.values(), dtype=np.int64, count=len(self._pending))
             elapsed = (clock - self._p_time[slots]) / 3600.0
@@ -509,16 +540,29 @@ class ThompsonPolicy:
             w_pos = np.concatenate([w_pos, np.zeros(slots.size)])
             w_neg = np.concatenate([w_neg, delta])
             self._forget_stale(clock)
+        factor = None
         if arms.size:
-            self.mean, self.precision = laplace_update(
-                self.mean, self.precision, rows, self.design.matrix[arms], w_pos, w_neg
+            mean, self.precision, factor = _laplace_fit(
+                self.mean,
+                self.precision,
+                self.precision @ self.mean.ravel() if eta is None else eta,
+                rows,
+                self.design.matrix,
+                arms,
+                w_pos,
+                w_neg,
             )
-        self._buffer.clear()
+            self.mean = mean
+        elif eta is not None:
+            self.mean = scipy.linalg.solve(self.precision, eta, assume_a="pos").reshape(
+                self.mean.shape
+            )
+        self._b_count = 0
         self._new_pending = 0
         self._last_refit = clock
         self.refits += 1
         self._pool_seed = int(self.rng.integers(2**63))
-        self._refresh_pool()
+        self._refresh_pool(factor)
 
     # ------------------------------------------------------------------ persistence
 
@@ -563,7 +607,12 @@ class ThompsonPolicy:
             "last_refit": self._last_refit,
             "new_pending": self._new_pending,
             "pool_seed": self._pool_seed,
-            "buffer": [[list(r), a, wp, wn] for r, a, wp, wn in self._buffer],
+            "buffer": [
+                [self._b_rows[i].tolist(), int(self._b_arm[i]), float(wp), float(wn)]
+                for i, (wp, wn) in enumerate(
+                    zip(self._b_pos[: self._b_count], self._b_neg[: self._b_count], strict=True)
+                )
+            ],
             "pending": [
                 [
                     pid,
@@ -619,9 +668,8 @@ class ThompsonPolicy:
         policy.clock = state["clock"]
         policy._last_decay = state["last_decay"]
         policy._last_refit = state["last_refit"]
-        policy._buffer = [
-            (list(r), int(a), float(wp), float(wn)) for r, a, wp, wn in state["buffer"]
-        ]
+        for r, a, wp, wn in state["buffer"]:
+            policy._buffer_add(list(r), int(a), float(wp), float(wn))
         for pid, rows, arm, decided, accrued in state["pending"]:
             policy._add_pending(pid, rows, arm, decided)
             policy._p_accrued[policy._pending[pid]] = accrued
@@ -633,10 +681,15 @@ class ThompsonPolicy:
 
     # ------------------------------------------------------------------ internals
 
-    def _refresh_pool(self) -> None:
-        """Draw ``pool_size`` weight matrices from the posterior N(mean, precision^-1)."""
+    def _refresh_pool(self, factor: FloatArray | None = None) -> None:
+        """Draw ``pool_size`` weight matrices from the posterior N(mean, precision^-1).
+
+        ``factor``: the lower Cholesky factor of :attr:`precision` if already known.
+        """
         # cho_factor leaves junk above the diagonal; only the lower triangle is ever read.
-        self._chol, _ = scipy.linalg.cho_factor(self.precision, lower=True, check_finite=False)
+        if factor is None:
+            factor, _ = scipy.linalg.cho_factor(self.precision, lower=True, check_finite=False)
+        self._chol = factor
         noise = np.random.default_rng(self._pool_seed).standard_normal(
             (self.precision.shape[0], self.pool_size)
         )
@@ -667,27 +720,33 @@ class ThompsonPolicy:
         if self._last_refit is None:
             self._last_refit = self.clock
         elif self.clock - self._last_refit >= self.refit_interval.total_seconds() and (
-            self._buffer or self._new_pending
+            self._b_count or self._new_pending
         ):
             self.update()
 
-    def _decay(self, clock: float) -> None:
+    def _decay(self, clock: float) -> FloatArray | None:
+        """Decay the data part of the posterior to ``clock``.
+
+        Updates the precision and returns the decayed precision x mean (``None`` when
+        nothing decayed, the mean being then unchanged); the caller turns it into the mean,
+        or folds it into the next Laplace fit, which needs no separate solve for it.
+        """
         if self.half_life is None or self._last_decay is None:
             self._last_decay = clock
-            return
+            return None
         elapsed = clock - self._last_decay
         if elapsed <= 0:
-            return
+            return None
         keep = 0.5 ** (elapsed / self.half_life.total_seconds())
         prior_precision = self.prior_precision.ravel()
         prior_eta = prior_precision * self.prior_mean.ravel()
-        eta = self.precision @ self.mean.ravel()
+        data_eta = self.precision @ self.mean.ravel() - prior_eta
         precision = keep * self.precision
         precision[np.diag_indices_from(precision)] += (1.0 - keep) * prior_precision
-        eta = prior_eta + keep * (eta - prior_eta)
+        eta: FloatArray = prior_eta + keep * data_eta
         self.precision = precision
-        self.mean = scipy.linalg.solve(precision, eta, assume_a="pos").reshape(self.mean.shape)
         self._last_decay = clock
+        return eta
 
     def _add_pending(self, pid: str, rows: Sequence[int] | IntArray, arm: int, t: float) -> None:
         if not self._p_free:
@@ -752,41 +811,101 @@ def laplace_update(
         The posterior ``(mean, precision)``: the MAP, found by Newton's method with step
         halving, and the prior precision plus the data Hessian at the MAP.
     """
+    eta = precision @ mean.ravel()
+    patterns, arm_of = np.unique(arm_columns, axis=0, return_inverse=True)
+    w, hessian, _ = _laplace_fit(
+        mean,
+        precision,
+        eta,
+        rows,
+        patterns,
+        arm_of.ravel().astype(np.int64),
+        w_pos,
+        w_neg,
+        max_iter=max_iter,
+        tol=tol,
+    )
+    return w, hessian
+
+
+def _laplace_fit(
+    start: FloatArray,
+    precision: FloatArray,
+    eta: FloatArray,
+    rows: IntArray,
+    patterns: FloatArray,
+    arm_of: IntArray,
+    w_pos: FloatArray,
+    w_neg: FloatArray,
+    *,
+    max_iter: int = 8,
+    tol: float = 1e-6,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    """:func:`laplace_update` with the prior in natural parameters, ``N(precision^-1 eta,
+    precision^-1)``, Newton's method started at ``start`` (so a decayed prior needs no solve
+    for its mean), and observation ``k``'s arm columns given as ``patterns[arm_of[k]]``.
+
+    The data Hessian ``sum_k t_k x_k x_k^T`` is built from the Kronecker structure of the
+    features, ``x_k = onehot(rows_k) (x) c_k``: per arm pattern ``g``, ``R_g = sum t_k r_k
+    r_k^T`` over its observations is one ``bincount`` over the pairs of active rows, and
+    ``sum_g R_g (x) c_g c_g^T`` is one matrix product. Exact, and several times cheaper
+    than a sparse ``X^T D X``.
+
+    Returns:
+        ``(map, precision + data Hessian at the map, lower Cholesky factor of that precision
+        or None)``; the factor is returned when Newton's method stopped at a point where it
+        had already factored the Hessian, so the caller need not factor it again.
+    """
     n, n_slots = rows.shape
-    n_rows, n_cols = mean.shape
+    n_rows, n_cols = start.shape
+    n_groups = patterns.shape[0]
     if np.any(w_pos + w_neg < -1e-12):
         raise ValueError("w_pos + w_neg must be >= 0 for every observation")
-    # One sparse row per observation over the flattened cells of W.
-    obs, col = np.nonzero(arm_columns)
-    cells = rows[obs] * n_cols + col[:, None]  # (pairs, n_slots)
-    design = scipy.sparse.csr_matrix(
-        (np.repeat(arm_columns[obs, col], n_slots), (np.repeat(obs, n_slots), cells.ravel())),
-        shape=(n, n_rows * n_cols),
-    )
-    design_t = design.T.tocsr()
+    arm_columns = patterns[arm_of]
+    onehot = np.zeros((n, n_rows))
+    obs = np.arange(n)
+    for s in range(n_slots):
+        onehot[obs, rows[:, s]] += 1.0
+    # Cell of R (group, row, row) of every pair of active rows of every observation.
+    pair_cells = (
+        (arm_of[:, None, None] * n_rows + rows[:, :, None]) * n_rows + rows[:, None, :]
+    ).ravel()
+    outer_cols = (patterns[:, :, None] * patterns[:, None, :]).reshape(n_groups, -1)
     total = w_pos + w_neg
-    center = mean.ravel()
+    size = n_rows * n_cols
+
+    def logits(w: FloatArray) -> FloatArray:
+        z: FloatArray = np.einsum("kc,kc->k", onehot @ w.reshape(n_rows, n_cols), arm_columns)
+        return z
 
     def objective(w: FloatArray) -> float:
-        z = design @ w
-        d = w - center
+        z = logits(w)
         # w_pos * softplus(-z) + w_neg * softplus(z) == total * softplus(z) - w_pos * z
         loss = total @ np.logaddexp(0.0, z) - w_pos @ z
-        return 0.5 * float(d @ precision @ d) + float(loss)
+        return 0.5 * float(w @ precision @ w) - float(eta @ w) + float(loss)
 
     def hessian_at(w: FloatArray) -> FloatArray:
-        p = scipy.special.expit(design @ w)
-        data = design_t @ design.multiply((total * p * (1.0 - p))[:, None])
-        out: FloatArray = precision + data.toarray()
+        p = scipy.special.expit(logits(w))
+        weight = np.repeat(total * p * (1.0 - p), n_slots * n_slots)
+        outer_rows = np.bincount(pair_cells, weights=weight, minlength=n_groups * n_rows * n_rows)
+        data = outer_rows.reshape(n_groups, -1).T @ outer_cols
+        out: FloatArray = precision + data.reshape(n_rows, n_rows, n_cols, n_cols).transpose(
+            0, 2, 1, 3
+        ).reshape(size, size)
         return out
 
-    w = center.copy()
+    w = start.ravel().copy()
     value = objective(w)
+    hessian: FloatArray | None = None
+    factor: FloatArray | None = None
     for _ in range(max_iter):
-        p = scipy.special.expit(design @ w)
-        grad = precision @ (w - center) + design_t @ (total * p - w_pos)
-        factor = scipy.linalg.cho_factor(hessian_at(w), lower=True, check_finite=False)
-        step = scipy.linalg.cho_solve(factor, grad, check_finite=False)
+        p = scipy.special.expit(logits(w))
+        residual = total * p - w_pos
+        data_grad = onehot.T @ (residual[:, None] * arm_columns)
+        grad = precision @ w - eta + data_grad.ravel()
+        hessian = hessian_at(w)
+        factor, _ = scipy.linalg.cho_factor(hessian, lower=True, check_finite=False)
+        step = scipy.linalg.cho_solve((factor, True), grad, check_finite=False)
         # Newton decrement: stop once the predicted improvement is negligible.
         if float(grad @ step) < tol:
             break
@@ -800,7 +919,10 @@ def laplace_update(
         if new_value > value:
             break
         w, value = candidate, new_value
-    return w.reshape(n_rows, n_cols), hessian_at(w)
+        hessian = factor = None
+    if hessian is None:
+        return w.reshape(n_rows, n_cols), hessian_at(w), None
+    return w.reshape(n_rows, n_cols), hessian, factor
 
 
 def _lag_key(arm: Arm) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
 
@@ -223,6 +224,38 @@ def test_record_validates() -> None:
     if not foreign.arm.is_holdout:
         with pytest.raises(ValueError, match="decision.arm"):
             policy.record(foreign, converted=True, order_value=1.0, message_sent=True, at=START)
+
+
+def test_record_of_a_rebuilt_decision_learns_the_same() -> None:
+    # Given two identical policies and the same decisions, one recorded as returned by choose
+    # and one rebuilt from stored fields (an equal but distinct arm object, as a worker reading
+    # its decisions back from the database would)
+    a, b = _policy(5, batch_size=10_000), _policy(5, batch_size=10_000)
+    for i in range(120):
+        now = START + timedelta(minutes=i)
+        da, db = a.choose(context(), now=now), b.choose(context(), now=now)
+        rebuilt = dataclasses.replace(db, arm=Arm.from_key(db.arm.key))
+        assert rebuilt.arm is not db.arm or db.arm.is_holdout
+        outcome = {"converted": i % 5 == 0, "order_value": 80.0, "message_sent": True}
+        a.record(da, at=now + timedelta(hours=2), **outcome)  # type: ignore[arg-type]
+        b.record(rebuilt, at=now + timedelta(hours=2), **outcome)  # type: ignore[arg-type]
+    a.update()
+    b.update()
+    # Then both learn exactly the same posterior
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.precision, b.precision)
+
+
+def test_record_with_a_foreign_arm_on_a_pending_id_stores_nothing() -> None:
+    # Given a pending decision whose arm has been replaced by one the policy does not have
+    policy = _policy(6)
+    d = policy.choose(context(), now=START)
+    before = json.dumps(policy.state())
+    forged = dataclasses.replace(d, arm=Arm(7, "email"))
+    # Then recording it is refused, and nothing changed
+    with pytest.raises(ValueError, match="decision.arm"):
+        policy.record(forged, converted=True, order_value=80.0, message_sent=True, at=START)
+    assert json.dumps(policy.state()) == before
 
 
 def test_economics_with_unknown_channel_costs_nothing() -> None:
