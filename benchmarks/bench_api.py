@@ -74,9 +74,9 @@ def empty_request(_i: int) -> tuple[str, str, dict[str, str], bytes]:
 def apply_backlog() -> None:
     """In its own process: drain accepted events as a worker does, for up to APPLY_SECONDS;
     print events applied, seconds and CPU seconds as JSON."""
-    import gc
     import json
 
+    from nudge.process import settle_garbage_collector
     from senders.applier import drain
     from senders.broker import setup_broker
     from settings import Settings
@@ -85,8 +85,7 @@ def apply_backlog() -> None:
     settings = Settings()
     setup_broker(settings)
     engine = get_engine(settings.sqlalchemy_url)
-    gc.freeze()  # as nudge worker does
-    gc.set_threshold(100_000, 10, 10)
+    settle_garbage_collector()  # as nudge worker does
     applied, started, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < APPLY_SECONDS:
         done = drain(settings, engine, batch=2000)

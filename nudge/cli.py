@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
+from nudge.process import settle_garbage_collector
 from settings import get_settings
 
 app = typer.Typer(
@@ -55,16 +55,7 @@ def api(
 
     _logging("api")
     served = create_app(get_settings())
-    # What exists now lives as long as the process. Frozen, it is left out of the garbage
-    # collector's full passes, which otherwise re-scan all of it every few thousand objects
-    # allocated: measured, over half the CPU of accepting a 500-event batch.
-    gc.freeze()
-    # And the young generation is collected every 100,000 objects allocated (net), not 700: a
-    # 500-event batch keeps ~10,000 objects alive until it is stored, so at 700 the collector
-    # ran dozens of times per batch, promoting and re-scanning them, and found nothing (no
-    # cycles): measured, 26 us of CPU per event, over a quarter of accepting one. Garbage
-    # in cycles is still collected, a little later.
-    gc.set_threshold(100_000, 10, 10)
+    settle_garbage_collector()
     uvicorn.run(
         served,
         host=host,

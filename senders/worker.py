@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -14,6 +13,7 @@ import dramatiq
 
 from experiments import rollups
 from experiments.runtime import fold, running_bandits
+from nudge.process import settle_garbage_collector
 from senders import actors, journey
 from senders.applier import Applier, drain
 from senders.broker import setup_broker
@@ -139,16 +139,9 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    settle_garbage_collector()
     # Events a crash left accepted but unapplied come first: a send must not go out for a cart
     # whose order is still waiting to be applied.
-    # What exists now lives as long as the process: frozen, the garbage collector's full
-    # passes skip it (they re-scanned it every few thousand objects a drain allocates).
-    gc.freeze()
-    # And the young generation is collected every 100,000 objects (net), not 700: a drain
-    # keeps its 2,000 events' models and carts alive for the whole transaction, and at 700
-    # the collector re-scanned them dozens of times per drain, finding nothing to free
-    # (measured: a third of the applier's CPU per event).
-    gc.set_threshold(100_000, 10, 10)
     backlog = drain(settings, applier.engine)
     if backlog:
         logger.info("Applied %d events accepted before this worker started", backlog)
