@@ -80,18 +80,25 @@ def rows(rt: journey.Runtime, table: str) -> list[Any]:
         return list(conn.execute(sa.select(t)))
 
 
-def abandon_and_wait(rt: journey.Runtime, store_id: str, event: dict[str, Any]) -> None:
-    """Post the cart, let it be abandoned, and run the first touch when it is due."""
+def abandon(
+    rt: journey.Runtime, store_id: str, events: list[dict[str, Any]]
+) -> list[journey.FollowUp]:
+    """Post the carts, let them be abandoned, and sweep when their first touch is due."""
     clock: Clock = rt.clock  # type: ignore[assignment]
     with rt.engine.begin() as conn:
         applied = apply_events(
-            conn, store_id=store_id, events=[EventIn.model_validate(event)], now=clock()
+            conn, store_id=store_id, events=[EventIn.model_validate(e) for e in events], now=clock()
         )
     clock.now += timedelta(minutes=31)
     for cart_id in applied.checks:
         journey.check_cart(rt, cart_id)
     clock.now += timedelta(minutes=60)
-    for f in journey.sweep(rt).follow_ups:
+    return list(journey.sweep(rt).follow_ups)
+
+
+def abandon_and_wait(rt: journey.Runtime, store_id: str, event: dict[str, Any]) -> None:
+    """Post the cart, let it be abandoned, and run the first touch when it is due."""
+    for f in abandon(rt, store_id, [event]):
         if f.actor == "send_touch" and not f.delay_ms:
             try:
                 journey.send_touch(rt, str(f.arg))
@@ -104,6 +111,16 @@ def sms_shopper(phone: str = "+14155550123") -> dict[str, Any]:
     event["customer"]["phone"] = phone
     event["customer"]["consents"] = {"email": False, "sms": True}
     return event
+
+
+def three_sms_touches_due(rt: journey.Runtime, store_id: str, prefix: str) -> list[str]:
+    """Three SMS shoppers (phones ``prefix`` + 0..2) abandoned; their first touches' ids."""
+    events = []
+    for n in range(3):
+        e = sms_shopper(f"{prefix}{n}")
+        e["cart"]["id"], e["customer"]["id"], e["event_id"] = f"c-{n}", f"cust-{n}", f"e-{n}"
+        events.append(e)
+    return [str(f.arg) for f in abandon(rt, store_id, events) if f.actor == "send_touch"]
 
 
 def test_sms_reminder_goes_out_and_is_costed_by_segment(
@@ -289,22 +306,7 @@ def test_a_long_batch_writes_provider_ids_as_it_goes_for_the_status_callbacks(
     channel_settings: Settings, twilio: TwilioSink, store_key: tuple[str, str]
 ) -> None:
     rt = runtime(channel_settings, "sms")
-    clock: Clock = rt.clock  # type: ignore[assignment]
-    store_id, _ = store_key
-    events = []
-    for n in range(3):
-        e = sms_shopper(f"+1415555012{n}")
-        e["cart"]["id"], e["customer"]["id"], e["event_id"] = f"c-{n}", f"cust-{n}", f"e-{n}"
-        events.append(e)
-    with rt.engine.begin() as conn:
-        applied = apply_events(
-            conn, store_id=store_id, events=[EventIn.model_validate(e) for e in events], now=clock()
-        )
-    clock.now += timedelta(minutes=31)
-    for cart_id in applied.checks:
-        journey.check_cart(rt, cart_id)
-    clock.now += timedelta(minutes=60)
-    ids = [str(f.arg) for f in journey.sweep(rt).follow_ups if f.actor == "send_touch"]
+    ids = three_sms_touches_due(rt, store_key[0], "+1415555012")
     # Given Twilio answers the second message slowly and the third more slowly still
     twilio.plan(Planned(), Planned(delay=0.4), Planned(delay=3.0))
     batch = threading.Thread(target=sending.send_touches, args=(rt, ids))
@@ -331,22 +333,7 @@ def test_a_provider_that_hangs_costs_one_uncertain_message_not_the_batch(
     env: Any, twilio: TwilioSink, store_key: tuple[str, str]
 ) -> None:
     rt = runtime(env(twilio_timeout_seconds=0.5), "sms")
-    clock: Clock = rt.clock  # type: ignore[assignment]
-    store_id, _ = store_key
-    events = []
-    for n in range(3):
-        e = sms_shopper(f"+1415555013{n}")
-        e["cart"]["id"], e["customer"]["id"], e["event_id"] = f"c-{n}", f"cust-{n}", f"e-{n}"
-        events.append(e)
-    with rt.engine.begin() as conn:
-        applied = apply_events(
-            conn, store_id=store_id, events=[EventIn.model_validate(e) for e in events], now=clock()
-        )
-    clock.now += timedelta(minutes=31)
-    for cart_id in applied.checks:
-        journey.check_cart(rt, cart_id)
-    clock.now += timedelta(minutes=60)
-    ids = [str(f.arg) for f in journey.sweep(rt).follow_ups if f.actor == "send_touch"]
+    ids = three_sms_touches_due(rt, store_key[0], "+1415555013")
     # Given Twilio takes the first message and then answers too late
     twilio.hang(2.0)
     report = sending.send_touches(rt, ids)
