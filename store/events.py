@@ -507,31 +507,63 @@ def _load_carts(
         for e in events
         if e.type == "order.completed" and e.cart is None and e.customer is not None
     }
+    if dialect == "postgresql":
+        return _load_carts_pg(conn, store_id, sorted(external), sorted(by_customer))
     clauses: list[sa.ColumnElement[bool]] = []
     if external:
-        clauses.append(_among(cart_t.c.external_id, sorted(external), dialect))
+        clauses.append(cart_t.c.external_id.in_(sorted(external)))
     if by_customer:
         clauses.append(
             sa.and_(
-                _among(cart_t.c.customer_id, sorted(by_customer), dialect),
+                cart_t.c.customer_id.in_(sorted(by_customer)),
                 cart_t.c.status.in_([CartStatus.ACTIVE, CartStatus.ABANDONED]),
             )
         )
     if not clauses:
         return {}
     query = sa.select(cart_t).where(cart_t.c.store_id == store_id, sa.or_(*clauses))
-    if dialect == "postgresql":
-        query = query.with_for_update()
     # All rows at once: iterating the result fetches them one by one.
     return {r.external_id: _Cart(dict(r._mapping)) for r in conn.execute(query).all()}
 
 
-def _among(column: sa.Column[Any], values: list[Any], dialect: str) -> sa.ColumnElement[bool]:
-    """``column IN values``; on PostgreSQL as ``= ANY(array)``: one parameter, where an
-    ``IN`` list of a drain's 2,000 carts is rendered, sent and parsed as 2,000."""
-    if dialect != "postgresql":
-        return column.in_(values)
-    return column == sa.any_(sa.bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+def _load_carts_pg(
+    conn: sa.Connection, store_id: str, external: list[str], by_customer: list[int]
+) -> dict[str, _Cart]:
+    """:func:`_load_carts` on PostgreSQL, locking the rows read.
+
+    The external ids are joined as an ``unnest``-ed array, so each is one probe of the
+    ``(store_id, external_id)`` index. Asked as ``store_id = … AND external_id = ANY(…)``,
+    the planner, whose statistics lag a burst of new carts, read every cart of the store by
+    the store index and compared each with the whole array: with the dead versions a drain's
+    updates leave behind, 270 ms per 2,000 events, two thirds of the applier's time.
+    """
+    carts: dict[str, _Cart] = {}
+    if external:
+        keys = (
+            sa.func.unnest(sa.bindparam(None, external, type_=postgresql.ARRAY(sa.String)))
+            .table_valued("external_id")
+            .render_derived(name="k")
+        )
+        query = (
+            sa.select(cart_t)
+            .join(keys, cart_t.c.external_id == keys.c.external_id)
+            .where(cart_t.c.store_id == store_id)
+            .with_for_update(of=cart_t)
+        )
+        carts.update((r.external_id, _Cart(dict(r._mapping))) for r in conn.execute(query).all())
+    if by_customer:
+        query = (
+            sa.select(cart_t)
+            .where(
+                cart_t.c.store_id == store_id,
+                cart_t.c.customer_id
+                == sa.any_(sa.bindparam(None, by_customer, type_=postgresql.ARRAY(sa.Integer))),
+                cart_t.c.status.in_([CartStatus.ACTIVE, CartStatus.ABANDONED]),
+            )
+            .with_for_update()
+        )
+        carts.update((r.external_id, _Cart(dict(r._mapping))) for r in conn.execute(query).all())
+    return carts
 
 
 def _new_cart(store_id: str, external_id: str, at: datetime, e: EventIn, now: datetime) -> _Cart:
