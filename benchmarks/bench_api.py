@@ -36,7 +36,7 @@ CONNECTIONS = 32
 APPLY_SECONDS = 15.0
 
 _EVENT = (
-    b'{"event_id":"%s-%d","type":"cart.updated","occurred_at":"2026-11-23T12:00:00Z",'
+    b'{"event_id":"%s-%d","type":"cart.updated","occurred_at":"2026-11-23T12:%02d:%02d.%03dZ",'
     b'"cart":{"id":"cart-%d","currency":"USD","value":%d.5,"items":[{"sku":"TENT-2P",'
     b'"name":"Two-person tent","price":%d.5,"quantity":1}],'
     b'"restore_url":"https://shop.example.com/cart/%d"},'
@@ -55,15 +55,25 @@ def _headers() -> dict[str, str]:
 
 def _event(i: int) -> bytes:
     cart = i % CARTS
-    return _EVENT % (_RUN, i, cart, 20 + cart % 300, 20 + cart % 300, cart, cart, cart)
+    # A new moment per event (1 ms apart, wrapping after an hour), so the applier really
+    # changes the cart each time instead of skipping events older than what a cart reflects.
+    ms = i % 3_600_000
+    at = (ms // 60_000, ms // 1000 % 60, ms % 1000)
+    return _EVENT % (_RUN, i, *at, cart, 20 + cart % 300, 20 + cart % 300, cart, cart, cart)
 
 
 def single_event_request(i: int) -> tuple[str, str, dict[str, str], bytes]:
     return "POST", "/v1/events", _headers(), _event(i)
 
 
+#: Batches number their events from here, past any single run's, so no batch event repeats
+#: one the single-event run already stored (a duplicate costs the server less).
+BATCH_FIRST = 1_000_000
+
+
 def batch_request(i: int) -> tuple[str, str, dict[str, str], bytes]:
-    body = b'{"events":[' + b",".join(_event(i * BATCH + j) for j in range(BATCH)) + b"]}"
+    first = BATCH_FIRST + i * BATCH
+    body = b'{"events":[' + b",".join(_event(first + j) for j in range(BATCH)) + b"]}"
     return "POST", "/v1/events/batch", _headers(), body
 
 
