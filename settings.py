@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     # Send MAIL, RCPT and DATA in one write where the server advertises PIPELINING (RFC 2920).
     smtp_pipelining: bool = True
     email_from: str = "Nudge <reminders@nudge.localhost>"
+    # The envelope sender (Return-Path), where relays mail their bounce reports; read them
+    # with `nudge bounces read` (docs/channels.md). Unset: the address of email_from.
+    email_return_path: str | None = Field(
+        default=None, max_length=254, pattern=r"^[!-;=?-~]+@[!-;=?-~]+$"
+    )
     # USD per email your relay charges (0: your own relay); recorded with every email and
     # expected by new bandit experiments (see message_costs). Hosted relays list roughly
     # 0.0001-0.001 per email.

@@ -22,6 +22,10 @@ experiment_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(experiment_app, name="experiment")
+bounces_app = typer.Typer(
+    help="Read the bounce reports relays mail to the Return-Path.", no_args_is_help=True
+)
+app.add_typer(bounces_app, name="bounces")
 
 StoreOption = Annotated[str, typer.Option("--store", help="The store's name.")]
 
@@ -126,6 +130,75 @@ def demo(
             duration=duration,
         )
     )
+
+
+#: sysexits.h: what a mail server piping a message to us understands.
+_EX_NOINPUT, _EX_TEMPFAIL = 66, 75
+#: Bounce reports recorded per transaction (and removed after it, with --remove).
+_BOUNCE_BATCH = 500
+
+
+@bounces_app.command("read")
+def bounces_read(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Files (one message each) or directories (every file in them, or in a "
+            "Maildir's new/ and cur/). None, or '-': one message on standard input, as a "
+            "mail server's pipe alias delivers it."
+        ),
+    ] = None,
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Delete each file once what it says is recorded.")
+    ] = False,
+) -> None:
+    """Record what bounce reports (RFC 3464) say: hard bounces suppress the address."""
+    import sys
+    from pathlib import Path
+
+    import sqlalchemy.exc
+
+    from senders.bounces import BounceTally, record_bounces
+    from store.db import get_engine
+    from store.types import utcnow
+
+    _logging("bounces")
+    files: list[Path] = []
+    stdin = not paths or paths == ["-"]
+    for name in [] if stdin else paths or []:
+        path = Path(name)
+        if path.is_dir():
+            maildir = [path / "new", path / "cur"]
+            folders = [d for d in maildir if d.is_dir()] or [path]
+            files += sorted(f for d in folders for f in d.iterdir() if f.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            typer.echo(f"error: {name}: no such file or directory", err=True)
+            raise typer.Exit(_EX_NOINPUT)
+    engine = get_engine(get_settings().sqlalchemy_url)
+    tally = BounceTally()
+    try:
+        if stdin:
+            with engine.begin() as conn:
+                record_bounces(conn, [sys.stdin.buffer.read()], utcnow(), tally)
+        else:
+            with typer.progressbar(
+                length=len(files), label="Reading bounce reports", file=sys.stderr
+            ) as progress:
+                for start in range(0, len(files), _BOUNCE_BATCH):
+                    batch = files[start : start + _BOUNCE_BATCH]
+                    with engine.begin() as conn:
+                        record_bounces(conn, (f.read_bytes() for f in batch), utcnow(), tally)
+                    if remove:
+                        for f in batch:
+                            f.unlink(missing_ok=True)
+                    progress.update(len(batch))
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        # Temporary for the mail server: it keeps the report and pipes it again later.
+        typer.echo(f"error: the database is unavailable ({type(exc).__name__})", err=True)
+        raise typer.Exit(_EX_TEMPFAIL) from None
+    typer.echo(tally.summary())
 
 
 @store_app.command("create")

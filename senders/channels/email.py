@@ -62,6 +62,7 @@ class SmtpEmail:
     def prepare(self, message: Outgoing) -> None:
         """Connect (once), authenticate and name sender and recipient. Nothing is delivered."""
         data, message_id, sender, recipient = build_email(message, self.settings.email_from)
+        sender = self.settings.email_return_path or sender  # where bounce reports go
         if self._pending is not None:
             self._reset()  # the previous message was prepared but never handed over
         s = self.settings
