@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     alimtalk_check_hours: float = Field(default=24.0, gt=0)
     # A coupon minted for a discounted touch is valid this long.
     coupon_valid_days: float = Field(default=7.0, gt=0)
+    # How long a store's discount API (Shopify, WooCommerce) may take to create a code.
+    coupon_push_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # A cart idle this long with no order is abandoned.
     abandon_after_seconds: float = Field(default=1800.0, gt=0)

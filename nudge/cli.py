@@ -250,6 +250,47 @@ def store_webhook_secret(
     typer.echo(f"WooCommerce webhook URL: {base}/v1/webhooks/woocommerce/{store_id}")
 
 
+@store_app.command("coupons")
+def store_coupons(
+    name: Annotated[str, typer.Argument(help="The store's name.")],
+    platform: Annotated[
+        str,
+        typer.Option(help="shopify, woocommerce, or none (stop pushing codes)."),
+    ],
+    url: Annotated[
+        str | None,
+        typer.Option(help="The shop: https://my-shop.myshopify.com, or the WordPress site."),
+    ] = None,
+) -> None:
+    """Create each coupon code in the store's checkout before a message offers it.
+
+    The API credential is read from standard input (or asked for, hidden): a Shopify Admin
+    API access token with the write_discounts scope, or WooCommerce's
+    consumer_key:consumer_secret with write access."""
+    import sys
+
+    from store.db import get_engine
+    from store.stores import set_coupon_push
+
+    chosen = None if platform == "none" else platform
+    token = None
+    if chosen is not None:
+        if sys.stdin.isatty():
+            token = typer.prompt("API credential", hide_input=True)
+        else:
+            token = sys.stdin.readline().strip()
+    try:
+        with get_engine(get_settings().sqlalchemy_url).begin() as conn:
+            set_coupon_push(conn, name=name, platform=chosen, url=url, token=token)
+    except (LookupError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if chosen is None:
+        typer.echo(f"Coupon codes of {name!r} are no longer pushed to a store.")
+    else:
+        typer.echo(f"Coupon codes of {name!r} will be created in {chosen} ({url}) before sending.")
+
+
 @store_app.command("publishable-key")
 def store_publishable_key(
     name: Annotated[str, typer.Argument(help="The store's name.")],

@@ -812,3 +812,164 @@ class AlimTalkSink(HttpSink):
 
 def _nhn_header(code: int, message: str) -> dict[str, Any]:
     return {"header": {"resultCode": code, "resultMessage": message, "isSuccessful": code == 0}}
+
+
+# == Store discount APIs (coupon codes) ================================================
+
+
+@dataclass(frozen=True)
+class StoreCoupon:
+    """A code a store's checkout now accepts, as its API was asked to create it."""
+
+    code: str
+    percent: float
+    usage_limit: int | None
+    once_per_customer: bool
+    ends_at: str | None
+    at: float  # time.monotonic() when created
+
+
+class ShopifyAdminSink(HttpSink):
+    """Shopify's GraphQL Admin API, as far as ``discountCodeBasicCreate`` goes.
+
+    ``POST /admin/api/{version}/graphql.json`` with ``X-Shopify-Access-Token``: a wrong token
+    gets 401 (``[API] Invalid API key or access token``); a code the shop has already gets
+    the ``TAKEN`` user error, as Shopify answers; required inputs missing get a GraphQL
+    error. ``throttled()`` answers the next request as Shopify's leaky bucket does when it
+    is empty: 200 with a ``THROTTLED`` error and the bucket's state.
+    """
+
+    def __init__(self, token: str = "shpat_sink", *, port: int | None = None) -> None:
+        super().__init__(port)
+        self.token = token
+        self.discounts: dict[str, StoreCoupon] = {}
+
+    def throttled(self, cost: float = 10, available: float = 4, restore_rate: float = 50) -> None:
+        self.plan(
+            Planned(
+                status=200,
+                body={
+                    "errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+                    "extensions": {
+                        "cost": {
+                            "requestedQueryCost": cost,
+                            "actualQueryCost": None,
+                            "throttleStatus": {
+                                "maximumAvailable": 2000.0,
+                                "currentlyAvailable": available,
+                                "restoreRate": restore_rate,
+                            },
+                        }
+                    },
+                },
+            )
+        )
+
+    def answer(self, exchange: Exchange) -> tuple[int, dict[str, str], bytes]:
+        path = urlsplit(exchange.path).path
+        if exchange.method != "POST" or not (
+            path.startswith("/admin/api/") and path.endswith("/graphql.json")
+        ):
+            return _json_answer(404, {"errors": "Not Found"})
+        if exchange.headers.get("x-shopify-access-token") != self.token:
+            return _json_answer(401, {"errors": "[API] Invalid API key or access token"})
+        try:
+            request = json.loads(exchange.body)
+            discount = request["variables"]["basicCodeDiscount"]
+        except (ValueError, KeyError, TypeError):
+            return _json_answer(200, {"errors": [{"message": "Parse error"}]})
+        if "discountCodeBasicCreate" not in str(request.get("query")):
+            return _json_answer(200, {"errors": [{"message": "Unknown operation"}]})
+        missing = [
+            name
+            for name in ("code", "title", "startsAt", "customerGets")
+            if discount.get(name) in (None, "")
+        ]
+        if not (discount.get("context") or discount.get("customerSelection")):
+            missing.append("context")
+        if missing:
+            return _json_answer(
+                200,
+                {"errors": [{"message": f"Variable $basicCodeDiscount: missing {missing}"}]},
+            )
+        result: dict[str, Any] = {"codeDiscountNode": None, "userErrors": []}
+        code = str(discount["code"])
+        with self._cond:
+            if code.upper() in (c.upper() for c in self.discounts):
+                result["userErrors"] = [
+                    {
+                        "field": ["basicCodeDiscount", "code"],
+                        "code": "TAKEN",
+                        "message": "Code must be unique. Please try a different code.",
+                    }
+                ]
+            else:
+                value = discount["customerGets"]["value"]
+                self.discounts[code] = StoreCoupon(
+                    code=code,
+                    percent=float(value["percentage"]) * 100,
+                    usage_limit=discount.get("usageLimit"),
+                    once_per_customer=bool(discount.get("appliesOncePerCustomer")),
+                    ends_at=discount.get("endsAt"),
+                    at=time.monotonic(),
+                )
+                gid = f"gid://shopify/DiscountCodeNode/{len(self.discounts)}"
+                result["codeDiscountNode"] = {"id": gid}
+        return _json_answer(200, {"data": {"discountCodeBasicCreate": result}})
+
+
+class WooCommerceSink(HttpSink):
+    """WooCommerce's REST API, as far as ``POST /wp-json/wc/v3/coupons`` goes.
+
+    HTTP Basic with the consumer key and secret (401 ``woocommerce_rest_cannot_create``
+    otherwise). Codes are kept in lower case, as WooCommerce formats them; a code it has
+    already gets 400 ``woocommerce_rest_coupon_code_already_exists``.
+    """
+
+    def __init__(
+        self, key: str = "ck_sink", secret: str = "cs_sink", *, port: int | None = None
+    ) -> None:
+        super().__init__(port)
+        self.credential = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
+        self.coupons: dict[str, StoreCoupon] = {}
+
+    def answer(self, exchange: Exchange) -> tuple[int, dict[str, str], bytes]:
+        if exchange.method != "POST" or urlsplit(exchange.path).path != "/wp-json/wc/v3/coupons":
+            return _json_answer(404, {"code": "rest_no_route", "data": {"status": 404}})
+        if exchange.headers.get("authorization") != self.credential:
+            return _json_answer(
+                401,
+                {
+                    "code": "woocommerce_rest_cannot_create",
+                    "message": "Sorry, you are not allowed to create resources.",
+                    "data": {"status": 401},
+                },
+            )
+        try:
+            coupon = json.loads(exchange.body)
+            code = str(coupon["code"]).strip().lower()
+            percent = float(coupon["amount"])
+        except (ValueError, KeyError, TypeError):
+            return _json_answer(
+                400, {"code": "rest_invalid_param", "message": "Invalid parameter(s)"}
+            )
+        with self._cond:
+            if code in self.coupons:
+                return _json_answer(
+                    400,
+                    {
+                        "code": "woocommerce_rest_coupon_code_already_exists",
+                        "message": "The coupon code already exists",
+                        "data": {"status": 400},
+                    },
+                )
+            self.coupons[code] = StoreCoupon(
+                code=code,
+                percent=percent,
+                usage_limit=coupon.get("usage_limit"),
+                once_per_customer=coupon.get("usage_limit_per_user") == 1,
+                ends_at=coupon.get("date_expires_gmt"),
+                at=time.monotonic(),
+            )
+            number = len(self.coupons)
+        return _json_answer(201, {"id": number, "code": code, "amount": f"{percent:.2f}"})

@@ -47,7 +47,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from senders import compliance, coupons, render
+from senders import compliance, coupon_push, coupons, render
 from senders.channels import Outgoing, SendResult, open_channel
 from senders.errors import PermanentSendError, TransientSendError
 from senders.journey import FollowUp, Runtime, _ms, _real, after_sent
@@ -425,9 +425,15 @@ def _load(
     stores = {
         r.id: r
         for r in conn.execute(
-            sa.select(store_t.c.id, store_t.c.name, store_t.c.country, store_t.c.rules).where(
-                among(conn, store_t.c.id, {d.store_id for d in decisions})
-            )
+            sa.select(
+                store_t.c.id,
+                store_t.c.name,
+                store_t.c.country,
+                store_t.c.rules,
+                store_t.c.coupon_platform,
+                store_t.c.coupon_api_url,
+                store_t.c.coupon_api_token,
+            ).where(among(conn, store_t.c.id, {d.store_id for d in decisions}))
         )
     }
     pushing = {
@@ -605,9 +611,9 @@ class _Outcome:
 def _hand_off(rt: Runtime, sends: Sequence[_Send], report: SendReport) -> None:
     outcome = _Outcome()
     by_channel: dict[str, list[_Send]] = defaultdict(list)
-    for send in sends:
-        by_channel[send.decision.channel].append(send)
     try:
+        for send in _with_live_coupons(rt, sends, outcome, report):
+            by_channel[send.decision.channel].append(send)
         with _LastLook(rt) as last_look:
             for name, group in by_channel.items():
                 _hand_off_channel(rt, name, group, last_look, outcome, report)
@@ -615,6 +621,33 @@ def _hand_off(rt: Runtime, sends: Sequence[_Send], report: SendReport) -> None:
         # Whatever happened, what is known is recorded; what is not stays in its record's
         # state (prepared: retried when the lease ends; handoff: never re-sent).
         _record(rt, outcome, report)
+
+
+def _with_live_coupons(
+    rt: Runtime, sends: Sequence[_Send], outcome: _Outcome, report: SendReport
+) -> list[_Send]:
+    """The sends whose coupon the store's checkout knows (or that carry none, or whose store
+    has no discount API): a code must exist there before a message offers it."""
+    wanted = [(s.store, s.coupon) for s in sends if s.coupon and s.store.coupon_platform]
+    if not wanted:
+        return list(sends)
+    failures = coupon_push.publish(
+        rt.engine, wanted, timeout=rt.settings.coupon_push_timeout_seconds, now=rt.clock()
+    )
+    ready = []
+    for send in sends:
+        failure = failures.get(send.coupon or "")
+        if failure is None:
+            ready.append(send)
+        elif failure.transient:
+            wait = TransientSendError(f"coupon push: {failure}", retry_after=failure.retry_after)
+            report.transient.append(wait)
+            outcome.released.append((send, wait))
+        else:
+            outcome.failed.append(
+                (send, PermanentSendError(f"coupon push: {failure}", reason=failure.reason))
+            )
+    return ready
 
 
 def _hand_off_channel(

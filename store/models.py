@@ -77,6 +77,14 @@ class Store(SQLModel, table=True):
     )
     # Origins ("https://shop.example") whose pages may use the publishable key.
     allowed_origins: list[str] = Field(default_factory=list, sa_type=JSONType)
+    # Where the store's checkout learns Nudge's coupon codes (senders.coupon_push):
+    # "shopify" or "woocommerce", the shop's base URL, and its API credential (a Shopify
+    # Admin API access token, or WooCommerce's "consumer_key:consumer_secret"). A secret
+    # the pushes need as-is, so kept as-is; never logged, never sent back by the API.
+    # None: codes are not pushed (the store must honour them some other way).
+    coupon_platform: str | None = Field(default=None, max_length=16)
+    coupon_api_url: str | None = Field(default=None, max_length=2048)
+    coupon_api_token: str | None = Field(default=None, max_length=500)
 
 
 class ExperimentStatus:
@@ -327,6 +335,8 @@ class Coupon(SQLModel, table=True):
     redeemed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     order_id: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # When the store's discount API confirmed the code (None: not pushed, or no API).
+    pushed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Open(SQLModel, table=True):

@@ -1,10 +1,12 @@
 """Stores and their keys. The secret API key is shown once; only its SHA-256 is kept. The
 webhook secret (shared with Shopify/WooCommerce, needed to verify their signatures) and the
-snippet's publishable key (public by design) are kept as they are."""
+snippet's publishable key (public by design) are kept as they are, and so is the credential
+of the store's discount API (Nudge must present it to create coupon codes)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from urllib.parse import urlsplit
 
@@ -84,6 +86,41 @@ def set_webhook_secret(
         raise ValueError("a webhook secret has 16 to 200 characters")
     conn.execute(sa.update(store_t).where(store_t.c.id == store_id).values(webhook_secret=secret))
     return store_id, secret
+
+
+def set_coupon_push(
+    conn: sa.Connection, *, name: str, platform: str | None, url: str | None, token: str | None
+) -> str:
+    """Where the named store's coupon codes are created before a message offers them:
+    ``platform`` "shopify" or "woocommerce" with the shop's base URL and API credential
+    (WooCommerce: "consumer_key:consumer_secret"), or ``None`` to stop pushing. Returns the
+    store id."""
+    store_id = _store_id(conn, name)
+    if platform is None:
+        values: dict[str, str | None] = dict.fromkeys(
+            ("coupon_platform", "coupon_api_url", "coupon_api_token")
+        )
+    else:
+        if platform not in ("shopify", "woocommerce"):
+            raise ValueError(f"platform must be shopify, woocommerce or none, not {platform!r}")
+        parts = urlsplit((url or "").strip())
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if not parts.hostname or not (
+            parts.scheme == "https" or (parts.scheme == "http" and loopback)
+        ):
+            raise ValueError(
+                "the store URL must be https://… (e.g. https://my-shop.myshopify.com); "
+                "plain http only on this machine"
+            )
+        token = (token or "").strip()
+        if platform == "woocommerce" and not re.fullmatch(r"ck_\w+:cs_\w+", token):
+            raise ValueError("a WooCommerce credential is consumer_key:consumer_secret (ck_…:cs_…)")
+        if not 8 <= len(token) <= 500 or any(c.isspace() for c in token):
+            raise ValueError("the API credential has 8 to 500 characters and no spaces")
+        base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        values = {"coupon_platform": platform, "coupon_api_url": base, "coupon_api_token": token}
+    conn.execute(sa.update(store_t).where(store_t.c.id == store_id).values(values))
+    return store_id
 
 
 def normalize_origin(value: str) -> str:
