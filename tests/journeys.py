@@ -43,3 +43,16 @@ def rows(rt: journey.Runtime, table: str) -> list[Any]:
     t = SQLModel.metadata.tables[table]
     with rt.engine.connect() as conn:
         return list(conn.execute(sa.select(t).order_by(*t.primary_key.columns)))
+
+
+def abandon(rt: journey.Runtime, store_id: str, *events: dict[str, Any]) -> list[journey.FollowUp]:
+    """Post the carts, let them be abandoned, and sweep when their first touch is due (the
+    journey's clock must be a :class:`Clock`)."""
+    clock = rt.clock
+    assert isinstance(clock, Clock)
+    applied = post(rt, store_id, *events)
+    clock.advance(minutes=31)
+    for cart_id in applied.checks:
+        journey.check_cart(rt, cart_id)
+    clock.advance(minutes=60)
+    return list(journey.sweep(rt).follow_ups)

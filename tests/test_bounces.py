@@ -11,13 +11,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlmodel import SQLModel
 from typer.testing import CliRunner
 
 from nudge.cli import app
@@ -27,9 +24,8 @@ from senders import journey
 from senders.bounces import parse_report
 from settings import Settings
 from store.db import get_engine
-from store.events import apply_events
-from store.schemas import EventIn
 from tests.factories import cart_event
+from tests.journeys import Clock, abandon, rows
 
 RETURN_PATH = "bounces@seoul-camping.example"
 SHOPPER = "jane@example.com"
@@ -156,14 +152,6 @@ def test_anything_but_a_delivery_report_is_not_one() -> None:
 # --- the journey -----------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def sink() -> Iterator[SmtpSink]:
     with SmtpSink(free_port()) as s:
@@ -183,31 +171,10 @@ def mail_settings(env: Any, settings: Settings, sink: SmtpSink) -> Settings:
 
 def email_cart(rt: journey.Runtime, store_id: str, cart_id: str) -> None:
     """A shopper's cart, abandoned; its first email sent when it is due."""
-    clock: Clock = rt.clock  # type: ignore[assignment]
-    event = cart_event(
-        cart_id,
-        customer_id="cust-jane",
-        email=SHOPPER,
-        occurred_at=clock(),
-        event_id=f"e-{cart_id}",
-    )
-    with rt.engine.begin() as conn:
-        applied = apply_events(
-            conn, store_id=store_id, events=[EventIn.model_validate(event)], now=clock()
-        )
-    clock.now += timedelta(minutes=31)
-    for cart in applied.checks:
-        journey.check_cart(rt, cart)
-    clock.now += timedelta(minutes=60)
-    for f in journey.sweep(rt).follow_ups:
+    event = cart_event(cart_id, customer_id="cust-jane", email=SHOPPER, occurred_at=rt.clock())
+    for f in abandon(rt, store_id, event):
         if f.actor == "send_touch" and not f.delay_ms:
             journey.send_touch(rt, str(f.arg))
-
-
-def rows(rt: journey.Runtime, table: str) -> list[Any]:
-    t = SQLModel.metadata.tables[table]
-    with rt.engine.connect() as conn:
-        return list(conn.execute(sa.select(t)))
 
 
 @pytest.fixture

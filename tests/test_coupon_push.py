@@ -7,12 +7,10 @@ servers speaking Shopify's GraphQL Admin API and WooCommerce's REST API.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlmodel import SQLModel
 from typer.testing import CliRunner
 
 from nudge.cli import app
@@ -26,18 +24,11 @@ from store.db import get_engine
 from store.events import apply_events
 from store.schemas import EventIn
 from tests.factories import cart_event, order_event
+from tests.journeys import Clock, abandon, rows
 
 runner = CliRunner()
 SHOPIFY_TOKEN = "shpat_0123456789abcdef"
 WOO_KEY, WOO_SECRET = "ck_0123456789", "cs_abcdef0123"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -73,26 +64,11 @@ def configure(platform: str, url: str, credential: str) -> Any:
     )
 
 
-def abandon(rt: journey.Runtime, store_id: str, cart_id: str = "c-1") -> str:
+def first_touch(rt: journey.Runtime, store_id: str, cart_id: str = "c-1") -> str:
     """The cart abandoned and its first touch due; the touch's decision id."""
-    clock: Clock = rt.clock  # type: ignore[assignment]
-    event = cart_event(cart_id, occurred_at=clock(), event_id=f"e-{cart_id}")
-    with rt.engine.begin() as conn:
-        applied = apply_events(
-            conn, store_id=store_id, events=[EventIn.model_validate(event)], now=clock()
-        )
-    clock.now += timedelta(minutes=31)
-    for cart in applied.checks:
-        journey.check_cart(rt, cart)
-    clock.now += timedelta(minutes=60)
-    (touch,) = [f for f in journey.sweep(rt).follow_ups if f.actor == "send_touch"]
+    event = cart_event(cart_id, occurred_at=rt.clock(), event_id=f"e-{cart_id}")
+    (touch,) = [f for f in abandon(rt, store_id, event) if f.actor == "send_touch"]
     return str(touch.arg)
-
-
-def rows(rt: journey.Runtime, table: str) -> list[Any]:
-    t = SQLModel.metadata.tables[table]
-    with rt.engine.connect() as conn:
-        return list(conn.execute(sa.select(t)))
 
 
 def test_the_code_exists_in_shopify_before_the_email_offers_it(
@@ -105,7 +81,7 @@ def test_the_code_exists_in_shopify_before_the_email_offers_it(
 
     known_when_mailed: list[set[str]] = []
     smtp.before_accept = lambda _m: known_when_mailed.append(set(shopify.discounts))
-    journey.send_touch(rt, abandon(rt, store_id))
+    journey.send_touch(rt, first_touch(rt, store_id))
 
     (mail,) = smtp.wait_for(1)
     (coupon,) = rows(rt, "coupon")
@@ -134,7 +110,7 @@ def test_a_throttled_or_lost_push_makes_the_email_wait_and_never_doubles_the_cod
 ) -> None:
     store_id, _ = store_key
     assert configure("shopify", shopify.url, SHOPIFY_TOKEN).exit_code == 0
-    touch = abandon(rt, store_id)
+    touch = first_touch(rt, store_id)
 
     # Shopify's bucket is empty: 6 points short, refilled at 50 per second
     shopify.throttled(cost=10, available=4, restore_rate=50)
@@ -168,7 +144,7 @@ def test_refused_credentials_send_no_email_with_a_dead_code(
     store_id, _ = store_key
     assert configure("shopify", shopify.url, "shpat_revoked_token").exit_code == 0
     with pytest.raises(PermanentSendError):
-        journey.send_touch(rt, abandon(rt, store_id))
+        journey.send_touch(rt, first_touch(rt, store_id))
     assert smtp.messages == [] and shopify.discounts == {}
     (decision,) = [d for d in rows(rt, "decision") if d.arm_key != "holdout"]
     assert (decision.state, decision.state_reason) == ("failed", "coupon_unauthorized")
@@ -182,7 +158,7 @@ def test_woocommerce_gets_the_code_and_its_lower_case_order_redeems_it(
     store_id, _ = store_key
     with WooCommerceSink(WOO_KEY, WOO_SECRET) as woo:
         assert configure("woocommerce", woo.url + "/", f"{WOO_KEY}:{WOO_SECRET}").exit_code == 0
-        journey.send_touch(rt, abandon(rt, store_id))
+        journey.send_touch(rt, first_touch(rt, store_id))
         (mail,) = smtp.wait_for(1)
         (coupon,) = rows(rt, "coupon")
         created = woo.coupons[coupon.code.lower()]  # WooCommerce keeps codes in lower case
@@ -214,7 +190,7 @@ def test_configuration_is_checked_and_can_be_turned_off(
     off = runner.invoke(app, ["store", "coupons", "Acme Outdoor", "--platform", "none"])
     assert off.exit_code == 0 and "no longer pushed" in off.output
     # Not pushed anywhere (the unreachable shop would have made it wait): sent at once
-    journey.send_touch(rt, abandon(rt, store_id))
+    journey.send_touch(rt, first_touch(rt, store_id))
     (mail,) = smtp.wait_for(1)
     (coupon,) = rows(rt, "coupon")
     assert coupon.pushed_at is None and coupon.code in mail.part("plain")

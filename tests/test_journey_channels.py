@@ -24,17 +24,10 @@ from store.db import get_engine
 from store.events import apply_events
 from store.schemas import EventIn
 from tests.factories import cart_event, order_event
+from tests.journeys import Clock, abandon, rows
 
 SID, TOKEN, FROM = "AC" + "2" * 32, "journey-token", "+15005550006"
 VAPID_PRIVATE, VAPID_PUBLIC = vapid_keys()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -74,31 +67,9 @@ def runtime(settings: Settings, channel: str) -> journey.Runtime:
     )
 
 
-def rows(rt: journey.Runtime, table: str) -> list[Any]:
-    t = SQLModel.metadata.tables[table]
-    with rt.engine.connect() as conn:
-        return list(conn.execute(sa.select(t)))
-
-
-def abandon(
-    rt: journey.Runtime, store_id: str, events: list[dict[str, Any]]
-) -> list[journey.FollowUp]:
-    """Post the carts, let them be abandoned, and sweep when their first touch is due."""
-    clock: Clock = rt.clock  # type: ignore[assignment]
-    with rt.engine.begin() as conn:
-        applied = apply_events(
-            conn, store_id=store_id, events=[EventIn.model_validate(e) for e in events], now=clock()
-        )
-    clock.now += timedelta(minutes=31)
-    for cart_id in applied.checks:
-        journey.check_cart(rt, cart_id)
-    clock.now += timedelta(minutes=60)
-    return list(journey.sweep(rt).follow_ups)
-
-
 def abandon_and_wait(rt: journey.Runtime, store_id: str, event: dict[str, Any]) -> None:
     """Post the cart, let it be abandoned, and run the first touch when it is due."""
-    for f in abandon(rt, store_id, [event]):
+    for f in abandon(rt, store_id, event):
         if f.actor == "send_touch" and not f.delay_ms:
             try:
                 journey.send_touch(rt, str(f.arg))
@@ -120,7 +91,7 @@ def three_sms_touches_due(rt: journey.Runtime, store_id: str, prefix: str) -> li
         e = sms_shopper(f"{prefix}{n}")
         e["cart"]["id"], e["customer"]["id"], e["event_id"] = f"c-{n}", f"cust-{n}", f"e-{n}"
         events.append(e)
-    return [str(f.arg) for f in abandon(rt, store_id, events) if f.actor == "send_touch"]
+    return [str(f.arg) for f in abandon(rt, store_id, *events) if f.actor == "send_touch"]
 
 
 def test_sms_reminder_goes_out_and_is_costed_by_segment(
