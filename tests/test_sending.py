@@ -21,6 +21,7 @@ from nudge.smtp_sink import SmtpSink, free_port
 from optimizer import FixedSchedulePolicy
 from senders import journey, sending
 from senders.errors import TransientSendError
+from senders.sql import array_literal
 from settings import Settings
 from store.db import get_engine
 from store.events import EventLog
@@ -487,3 +488,19 @@ def test_a_customer_another_worker_is_claiming_for_is_looked_at_again(
     assert [(f.arg, f.delay_ms) for f in report.follow_ups] == [(touch, sending.LOCKED_RETRY_MS)]
     assert sending.send_touches(rt, [touch]).sent == 1
     assert len(sink.wait_for(1)) == 1
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # the literal is PG's
+def test_array_literals_carry_any_text_to_postgresql_unchanged(settings: Settings) -> None:
+    # Given values a provider id, a detail or a time might hold: quotes, backslashes,
+    # commas, braces, spaces, the word NULL, an empty string, non-ASCII, and a real NULL
+    values = ['a"b', "c\\d", "e,f", "{g}", " h ", "NULL", "", "한글 ü", None, "<id@x.y>"]
+    # When they travel as one array literal, as the batch's record statements send them
+    with get_engine(settings.sqlalchemy_url).connect() as conn:
+        back = conn.exec_driver_sql("SELECT %s::text[]", (array_literal(values),)).scalar()
+        numbers = conn.exec_driver_sql(
+            "SELECT %s::float8[]", (array_literal([repr(0.1), repr(1e-7), None]),)
+        ).scalar()
+    # Then PostgreSQL reads back exactly them
+    assert back == values
+    assert numbers == [0.1, 1e-7, None]
