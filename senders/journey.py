@@ -116,6 +116,38 @@ def check_cart(rt: Runtime, cart_id: int) -> list[FollowUp]:
 # --- deciding --------------------------------------------------------------------------------
 
 
+#: What deciding a next touch reads of a cart and of its customer (no items, no timestamps:
+#: each JSON document and timestamp read costs CPU per row).
+_NEXT_CART_COLUMNS = [
+    cart_t.c[name]
+    for name in (
+        "id",
+        "store_id",
+        "customer_id",
+        "currency",
+        "value",
+        "status",
+        "checkout_stage",
+        "device",
+        "journey",
+    )
+]
+_CONTEXT_CUSTOMER_COLUMNS = [
+    customer_t.c[name]
+    for name in (
+        "id",
+        "store_id",
+        "email",
+        "phone",
+        "timezone",
+        "consent_email",
+        "consent_sms",
+        "consent_push",
+        "consent_night",
+    )
+]
+
+
 @dataclass(frozen=True)
 class _Next:
     """A touch to decide: the cart (as read in this transaction), its journey and touch no."""
@@ -203,7 +235,9 @@ def _decide(
         {
             c.id: c
             for c in conn.execute(
-                sa.select(customer_t).where(among(conn, customer_t.c.id, customer_ids))
+                sa.select(*_CONTEXT_CUSTOMER_COLUMNS).where(
+                    among(conn, customer_t.c.id, customer_ids)
+                )
             )
         }
         if customer_ids
@@ -323,7 +357,9 @@ def after_sent(
     carts = {
         c.id: c
         for c in conn.execute(
-            sa.select(cart_t).where(among(conn, cart_t.c.id, {d.cart_id for d in decisions}))
+            sa.select(*_NEXT_CART_COLUMNS).where(
+                among(conn, cart_t.c.id, {d.cart_id for d in decisions})
+            )
         )
     }
     following = [

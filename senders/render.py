@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jinja2
@@ -73,22 +74,34 @@ def reminder(
     rules = Rules.for_store(store.country, store.rules)
     lang = language(customer.locale if customer is not None else None)
     urls = tracked(settings, message_id)
-    items = [{"image_url": None, "url": None, **item} for item in cart.items]
     total = float(cart.value)
-    variables: dict[str, Any] = {
-        "store_name": store.name,
-        "items": items,
-        "total": total,
-        "first_name": None,
-        "coupon": coupon,
-        "discount_pct": discount_pct,
-        "ad_prefix": rules.advertising_prefix,
-        "opt_out_notice": rules.opt_out_notice,
-        "money": lambda amount: money(amount, cart.currency),
-        **urls,
-    }
     prefix = f"{rules.advertising_prefix} " if rules.advertising_prefix else ""
     if channel == "email":
+        # Items as attributes (a template's ``item.name`` finds an attribute at once, where on a
+        # dict it first fails getattr), each line's amount written out here, not by the template.
+        items = [
+            SimpleNamespace(
+                **{
+                    "image_url": None,
+                    "url": None,
+                    **item,
+                    "line_total": money(item["price"] * item["quantity"], cart.currency),
+                }
+            )
+            for item in cart.items
+        ]
+        variables: dict[str, Any] = {
+            "store_name": store.name,
+            "items": items,
+            "total": total,
+            "first_name": None,
+            "coupon": coupon,
+            "discount_pct": discount_pct,
+            "ad_prefix": rules.advertising_prefix,
+            "opt_out_notice": rules.opt_out_notice,
+            "total_money": money(total, cart.currency),
+            **urls,
+        }
         subject = (
             f"{prefix}{store.name}: 장바구니에 상품이 남아 있어요"
             if lang == "ko"
@@ -115,7 +128,7 @@ def reminder(
         lang,
         prefix,
         store.name,
-        len(items),
+        len(cart.items),
         money(total, cart.currency),
         coupon,
         discount_pct,
@@ -142,7 +155,7 @@ def reminder(
             template="NUDGE_CART_REMINDER_KO" if lang == "ko" else "NUDGE_CART_REMINDER_EN",
             variables={
                 "store": store.name,
-                "count": str(len(items)),
+                "count": str(len(cart.items)),
                 "total": money(total, cart.currency),
                 "coupon": coupon or "",
                 "link": urls["link"],

@@ -21,6 +21,7 @@ from nudge.smtp_sink import SmtpSink, free_port
 from optimizer import FixedSchedulePolicy
 from senders import journey, sending
 from senders.errors import TransientSendError
+from senders.sql import array_literal
 from settings import Settings
 from store.db import get_engine
 from store.events import EventLog
@@ -312,6 +313,88 @@ def test_an_order_accepted_but_not_yet_applied_holds_its_touch(
     assert len(sink.messages) == 1
 
 
+def test_each_message_of_a_batch_is_recorded_with_its_provider_id_cost_and_time(
+    rt: journey.Runtime, sink: SmtpSink, env: Any
+) -> None:
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    rt.settings = env(
+        smtp_port=sink.port, public_url="https://nudge.example.com", email_price=0.0125
+    )
+    shop = store(rt)
+    ids = abandon_all(rt, shop, [shopper(n) for n in range(4)])
+    # When a batch of four goes out (its records written by one statement on PostgreSQL)
+    report = sending.send_touches(rt, ids)
+    assert report.sent == 4
+    # Then each record is sent, names the Message-ID its mail carried, and has its cost
+    # and time; nothing in them is another message's
+    mails = {m.email["X-Nudge-Message"]: m.email["Message-ID"] for m in sink.wait_for(4)}
+    messages = rows(rt, "message")
+    assert {m.id: m.provider_id for m in messages} == mails
+    assert [(m.status, m.cost, m.sent_at, m.detail, m.next_check_at) for m in messages] == [
+        ("sent", 0.0125, clock(), None, None)
+    ] * 4
+    assert {m.decision_id for m in messages} == set(ids)
+
+
+def test_provider_ids_are_written_while_the_batch_goes_on(
+    rt: journey.Runtime, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop = store(rt)
+    ids = abandon_all(rt, shop, [shopper(n) for n in range(3)])
+    # Given a batch whose quarter second for writing provider ids is up after two messages
+    monkeypatch.setattr(
+        sending._Outcome, "naming_due", lambda self: len(self.sent) == 2 and self.named == 0
+    )
+    seen: list[dict[str, tuple[str, str | None]]] = []
+
+    def meanwhile(_address: str) -> None:
+        seen.append({m.id: (m.status, m.provider_id) for m in rows(rt, "message")})
+
+    sink.before_rcpt = meanwhile
+    sending.send_touches(rt, ids)
+    # Then when the third message's recipient is named, the first two are in hand-off with
+    # their Message-IDs (a status callback would find them), the third has none yet
+    first, second, third = [
+        (m.email["X-Nudge-Message"], m.email["Message-ID"]) for m in sink.wait_for(3)
+    ]
+    assert seen[2] == {
+        first[0]: ("handoff", first[1]),
+        second[0]: ("handoff", second[1]),
+        third[0]: ("prepared", None),
+    }
+    assert set(seen[0].values()) == {("prepared", None)}
+
+
+def test_a_message_settled_as_uncertain_during_its_batch_is_recorded_sent_once(
+    rt: journey.Runtime, sink: SmtpSink
+) -> None:
+    clock: Clock = rt.clock  # type: ignore[assignment]
+    shop = store(rt)
+    ids = abandon_all(rt, shop, [shopper(n) for n in range(3)])
+    # Given the batch outlives its leases: while the last message's recipient is named, the
+    # sweep finds the first two in hand-off past their leases, settles them as uncertain and
+    # decides their journeys' next touches
+    swept: list[journey.SweepReport] = []
+    named: list[str] = []
+
+    def meanwhile(address: str) -> None:
+        named.append(address)
+        if len(named) == 3:
+            clock.advance(seconds=rt.settings.send_lease_seconds + 1)
+            swept.append(journey.sweep(rt))
+
+    sink.before_rcpt = meanwhile
+    report = sending.send_touches(rt, ids)
+    # Then all three were delivered once and are recorded as sent; the journeys the sweep
+    # went on with are not decided again
+    assert report.sent == 3 and swept[0].uncertain == 2
+    assert sorted(delivered(sink).values()) == [1, 1, 1]
+    assert [m.status for m in rows(rt, "message")] == ["sent"] * 3
+    touches = Counter((d.cart_id, d.touch) for d in rows(rt, "decision"))
+    assert sorted(touches.values()) == [1] * 6
+    assert sorted(t for _, t in touches) == [1, 1, 1, 2, 2, 2]
+
+
 def test_relay_down_releases_the_whole_batch_and_the_retry_sends_each_once(
     rt: journey.Runtime, sink: SmtpSink, env: Any
 ) -> None:
@@ -405,3 +488,19 @@ def test_a_customer_another_worker_is_claiming_for_is_looked_at_again(
     assert [(f.arg, f.delay_ms) for f in report.follow_ups] == [(touch, sending.LOCKED_RETRY_MS)]
     assert sending.send_touches(rt, [touch]).sent == 1
     assert len(sink.wait_for(1)) == 1
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # the literal is PG's
+def test_array_literals_carry_any_text_to_postgresql_unchanged(settings: Settings) -> None:
+    # Given values a provider id, a detail or a time might hold: quotes, backslashes,
+    # commas, braces, spaces, the word NULL, an empty string, non-ASCII, and a real NULL
+    values = ['a"b', "c\\d", "e,f", "{g}", " h ", "NULL", "", "한글 ü", None, "<id@x.y>"]
+    # When they travel as one array literal, as the batch's record statements send them
+    with get_engine(settings.sqlalchemy_url).connect() as conn:
+        back = conn.exec_driver_sql("SELECT %s::text[]", (array_literal(values),)).scalar()
+        numbers = conn.exec_driver_sql(
+            "SELECT %s::float8[]", (array_literal([repr(0.1), repr(1e-7), None]),)
+        ).scalar()
+    # Then PostgreSQL reads back exactly them
+    assert back == values
+    assert numbers == [0.1, 1e-7, None]

@@ -21,9 +21,11 @@ refuses this message for good and suppresses nothing: it may well be our relay's
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import re
 import smtplib
+import time
 from email.utils import formataddr, formatdate, parseaddr
 from functools import lru_cache
 
@@ -214,7 +216,7 @@ def build_email(message: Outgoing, default_sender: str) -> tuple[bytes, str, str
         ("Subject", message.subject or ""),
         ("From", sender_header),
         ("To", recipient),
-        ("Date", formatdate(localtime=False)),
+        ("Date", _date()),
         ("Message-ID", message_id),
         ("X-Nudge-Message", message.message_id),
         *message.headers.items(),
@@ -232,6 +234,18 @@ def build_email(message: Outgoing, default_sender: str) -> tuple[bytes, str, str
             f"--{boundary}--\r\n"
         )
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("ascii"), message_id, sender, recipient
+
+
+_dated: tuple[int, str] = (0, "")
+
+
+def _date() -> str:
+    """The Date header's value, now (written once a second: messages go out many a second)."""
+    global _dated
+    second = int(time.time())
+    if _dated[0] != second:
+        _dated = (second, formatdate(second))
+    return _dated[1]
 
 
 @lru_cache(maxsize=16)
@@ -272,13 +286,16 @@ def _part_headers(content_type: str) -> str:
 
 
 def _base64(text: str) -> str:
-    """Base64 in 76-character lines, CRLF after each (RFC 2045 §6.8)."""
-    return base64.encodebytes(text.encode()).decode("ascii").replace("\n", "\r\n")
+    """Base64 in 76-character lines, CRLF after each (RFC 2045 §6.8): what
+    ``base64.encodebytes`` writes (57 bytes a line), encoded in one call, not one a line."""
+    encoded = binascii.b2a_base64(text.encode(), newline=False).decode("ascii")
+    return "".join([encoded[i : i + 76] + "\r\n" for i in range(0, len(encoded), 76)])
 
 
 def _data_lines(data: bytes) -> bytes:
     """The message as DATA carries it: lines starting with a dot doubled, then CRLF.CRLF."""
-    data = re.sub(rb"(?m)^\.", b"..", data)
+    if data.startswith(b".") or b"\n." in data:  # rare: base64 bodies never start with a dot
+        data = re.sub(rb"(?m)^\.", b"..", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"
