@@ -226,6 +226,7 @@ class ThompsonPolicy:
 
         self.features = ContextFeatures.build(max_touches, extra_features)
         self._rows = self.features.row_function()
+        self._n_rows = self.features.n_rows
         self.design = ArmDesign.build(arms)
         self.arms: tuple[Arm, ...] = self.design.arms
         self._arm_index = {arm: i for i, arm in enumerate(self.arms)}
@@ -237,7 +238,7 @@ class ThompsonPolicy:
         self._cost = np.array([self.economics.cost_of(a) for a in self.arms])
         self._delay_hours = np.array([a.delay_minutes / 60.0 for a in self.arms])
         self._window_hours = attribution_window.total_seconds() / 3600.0
-        self._feasible_cache: dict[tuple[str, ...], tuple[FloatArray, IntArray]] = {}
+        self._feasible_cache: dict[tuple[str, ...], tuple[FloatArray, IntArray, FloatArray]] = {}
 
         self.prior_mean, self.prior_precision = _prior_matrices(
             self.prior, self.features.n_rows, self.design.n_cols
@@ -294,11 +295,12 @@ class ThompsonPolicy:
         value = _cart_value(context)
         _check_touch(context, self.max_touches)
         rows = self._rows(context)
-        penalty, feasible = self._feasible(context)
+        _, feasible, charge = self._feasible(context)
         u = self.rng.random(self.n_draws + 2)
         picks = (u[: self.n_draws] * self.pool_size).astype(np.int64)
-        weights = self._pool[picks[:, None], rows].sum(axis=1)  # (draws, cols)
-        profit = _profit(weights @ self._a_t, value * self._value_factor, self._cost, penalty)
+        # Minus the draws' log-odds (the pool is stored negated: one operation less).
+        negated = self._neg_pool[picks[:, None] * self._n_rows + rows].sum(axis=1) @ self._a_t
+        profit = _profit_negated(negated, value * self._value_factor, charge)
         winners = profit.argmax(axis=1)
         u_floor, u_pick = u[self.n_draws], u[self.n_draws + 1]
         floor_mass = feasible.size * self.min_propensity + self.holdout_share
@@ -347,7 +349,7 @@ class ThompsonPolicy:
             values[i] = _cart_value(context)
             _check_touch(context, self.max_touches)
             rows[i] = self._rows(context)
-            penalties[i], feasible = self._feasible(context)
+            penalties[i], feasible, _ = self._feasible(context)
             feasible_sets.append(feasible)
         n_feasible = np.array([f.size for f in feasible_sets])
         picks = self.rng.integers(self.pool_size, size=(n, self.n_draws))
@@ -388,7 +390,7 @@ class ThompsonPolicy:
         """
         value = _cart_value(context)
         rows = self._rows(context)
-        penalty, feasible = self._feasible(context)
+        penalty, feasible, _ = self._feasible(context)
         logits = self._pool[:, rows].sum(axis=1) @ self._a_t
         profit = _profit(logits, value * self._value_factor, self._cost, penalty)
         wins = np.bincount(profit.argmax(axis=1), minlength=len(self.arms)) / self.pool_size
@@ -430,7 +432,7 @@ class ThompsonPolicy:
     def expected_profit(self, context: Mapping[str, Any]) -> FloatArray:
         """Posterior mean expected profit of every arm (``-inf`` where infeasible)."""
         value = _cart_value(context)
-        penalty, _ = self._feasible(context)
+        penalty, _, _ = self._feasible(context)
         gain = value * self._value_factor * self.conversion_probability(context)
         result: FloatArray = gain - self._cost + penalty
         return result
@@ -697,9 +699,13 @@ class ThompsonPolicy:
         deviation = scipy.linalg.solve_triangular(self._chol, noise, lower=True, trans="T")
         draws = self.mean.ravel()[:, None] + self.exploration * deviation
         self._pool = np.ascontiguousarray(draws.T).reshape(self.pool_size, *self.mean.shape)
+        # The same, negated, one row per (member, context row): ``choose`` gathers its rows
+        # with one flat index and needs no negation.
+        self._neg_pool = -self._pool.reshape(-1, self.mean.shape[1])
 
-    def _feasible(self, context: Mapping[str, Any]) -> tuple[FloatArray, IntArray]:
-        """(-inf/0 penalty per arm, indices of feasible arms) for the context's channels."""
+    def _feasible(self, context: Mapping[str, Any]) -> tuple[FloatArray, IntArray, FloatArray]:
+        """(-inf/0 penalty per arm, indices of feasible arms, message cost minus penalty) for
+        the context's channels."""
         channels = context.get("channels") or ()
         key = (channels,) if isinstance(channels, str) else tuple(channels)
         cached = self._feasible_cache.get(key)
@@ -707,7 +713,7 @@ class ThompsonPolicy:
             allowed = set(key)
             ok = np.array([a.is_holdout or a.channel in allowed for a in self.arms])
             penalty = np.where(ok, 0.0, -np.inf)
-            cached = (penalty, np.flatnonzero(ok).astype(np.int64))
+            cached = (penalty, np.flatnonzero(ok).astype(np.int64), self._cost - penalty)
             if len(self._feasible_cache) < 1024:
                 self._feasible_cache[key] = cached
         return cached
@@ -944,6 +950,22 @@ def _profit(
     np.divide(gain, x, out=x)
     x -= cost
     x += penalty
+    return x
+
+
+def _profit_negated(negated: FloatArray, gain: FloatArray, charge: FloatArray) -> FloatArray:
+    """``sigmoid(-negated) * gain - charge``, in place on ``negated`` (``choose``'s fast path).
+
+    ``charge`` is the message cost minus the feasibility penalty (``+inf`` if infeasible).
+    Clipped to +-30 like :func:`_profit`, with the ufuncs rather than ``np.clip``, whose
+    Python wrapper costs more than the clipping itself on arrays this small.
+    """
+    x = np.maximum(negated, -30.0, out=negated)
+    np.minimum(x, 30.0, out=x)
+    np.exp(x, out=x)
+    x += 1.0
+    np.divide(gain, x, out=x)
+    x -= charge
     return x
 
 
