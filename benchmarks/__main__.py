@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
         # work is a lower bound of the rate (an upper bound of the time).
         result["machine"] = {
             "python": platform.python_version(),
-            "cpus": len(os.sched_getaffinity(0)),
+            "cpus": os.cpu_count(),
             "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
         }
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
