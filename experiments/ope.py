@@ -22,6 +22,7 @@ round; touches of the same cart are not modelled jointly.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
@@ -338,16 +339,25 @@ def arm_value_from_sums(
             )
         v = sums.wr / sums.w
         mean_w = sums.w / n
-        # max(0, .): the expansion can round a tiny negative where every reward is equal
-        spread = max(0.0, sums.w2r2 - 2.0 * v * sums.w2r + v * v * sums.w2)
+        spread = _cancelled(sums.w2r2, 2.0 * v * sums.w2r, v * v * sums.w2, n)
         se = math.sqrt(spread / mean_w**2 / n / n)
         return OPEEstimate(name, v, v - z * se, v + z * se, n, ess, _small_n(n))
     v = sums.wr / n
-    se = math.sqrt(max(0.0, sums.w2r2 - n * v * v) / (n - 1) / n) if n > 1 else math.inf
+    se = math.sqrt(_cancelled(sums.w2r2, n * v * v, 0.0, n) / (n - 1) / n) if n > 1 else math.inf
     msg = _small_n(n)
     if sums.w <= 0:
         msg = "no overlap: the target never chooses a logged action (estimate rests on 0 rows)"
     return OPEEstimate(name, v, v - z * se, v + z * se, n, ess, msg)
+
+
+def _cancelled(a: float, b: float, c: float, n: int) -> float:
+    """``a - b + c`` (>= 0 in exact arithmetic), or 0 where it is within the rounding of its
+    ``n``-term sums: where every reward is alike the expansion cancels, and what is left is
+    rounding noise whose square root would widen the interval by ~1e-9 of nothing."""
+    spread = a - b + c
+    if spread <= n * sys.float_info.epsilon * (abs(a) + abs(b) + abs(c)):
+        return 0.0
+    return spread
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments.ope import (
+    WeightedSums,
+    arm_value_from_sums,
     arm_value_ips,
     cross_fit_reward_model,
     doubly_robust,
@@ -177,3 +179,27 @@ def test_messages_and_errors() -> None:
         )
     with pytest.raises(ValueError, match="metric"):
         arm_value_ips(o, "holdout", margin_rate=MARGIN, metric="revenue")  # type: ignore[arg-type]
+
+
+@given(
+    weights=st.lists(st.floats(1.0, 2000.0), min_size=2, max_size=300),
+    reward=st.floats(-100.0, 100.0),
+)
+@settings(max_examples=200, deadline=None)
+def test_equal_rewards_give_a_zero_width_interval_from_sums_as_from_rows(
+    weights: list[float], reward: float
+) -> None:
+    # The sums' expansion of the variance cancels to rounding noise when every reward is the
+    # same; its square root once widened the interval by ~1e-9 (a report off its rows).
+    w = np.array(weights)
+    r = np.full(w.size, reward)
+    sums = WeightedSums(
+        w=float(w.sum()),
+        wr=float((w * r).sum()),
+        w2=float((w * w).sum()),
+        w2r=float((w * w * r).sum()),
+        w2r2=float((w * w * r * r).sum()),
+    )
+    est = arm_value_from_sums(sums, w.size)
+    assert est.value == pytest.approx(reward, rel=1e-12, abs=1e-12)
+    assert est.low == est.value == est.high
