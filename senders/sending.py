@@ -52,7 +52,7 @@ from senders import compliance, coupon_push, coupons, render
 from senders.channels import Outgoing, SendResult, open_channel
 from senders.errors import PermanentSendError, TransientSendError
 from senders.journey import FollowUp, Runtime, _ms, _real, after_sent
-from senders.sql import among, array_literal
+from senders.sql import among
 from store import bulk
 from store.events import cart_t, customer_t, decision_t, event_t, message_t
 from store.models import (
@@ -864,24 +864,13 @@ def _name(rt: Runtime, outcome: _Outcome) -> None:
     """Write the provider's ids of the messages sent since the last time (still in hand-off:
     a crash now changes nothing), so a status callback finds its message."""
     fresh = outcome.sent[outcome.named :]
-    with rt.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":  # one statement, not one a message
-            conn.exec_driver_sql(
-                "UPDATE message SET provider_id = u.provider"
-                " FROM unnest(%s::text[], %s::text[]) AS u(id, provider)"
-                " WHERE message.id = u.id",
-                (
-                    array_literal(s.message_id for s, _ in fresh),
-                    array_literal(r.provider_id[:255] for _, r in fresh),
-                ),
-            )
-        else:
-            conn.execute(
-                sa.update(message_t)
-                .where(message_t.c.id == sa.bindparam("m"))
-                .values(provider_id=sa.bindparam("provider")),
-                [{"m": s.message_id, "provider": r.provider_id[:255]} for s, r in fresh],
-            )
+    with rt.engine.begin() as conn:  # one statement, not one a message
+        bulk.update_rows(
+            conn,
+            message_t,
+            "id",
+            [{"id": s.message_id, "provider_id": r.provider_id[:255]} for s, r in fresh],
+        )
     outcome.named = len(outcome.sent)
     outcome.since = time.monotonic()
 
@@ -940,58 +929,28 @@ def _record_sent(
             )
         ).scalars()
     )
-    checks = [
-        None if r.check_after is None else now + timedelta(seconds=r.check_after) for _, r in sent
-    ]
-    if conn.dialect.name == "postgresql":  # one statement for the batch, not one a message
-        conn.exec_driver_sql(
-            "UPDATE message SET status = %s, provider_id = u.provider, cost = u.price,"
-            " detail = u.about, sent_at = %s, next_check_at = u.check_at"
-            " FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[], %s::timestamptz[])"
-            " AS u(id, provider, price, about, check_at)"
-            " WHERE message.id = u.id AND message.status IN (%s, %s)",
-            (
-                MessageStatus.SENT,
-                now,
-                array_literal(ids),
-                array_literal(r.provider_id[:255] for _, r in sent),
-                array_literal(repr(float(r.cost)) for _, r in sent),
-                array_literal(r.detail for _, r in sent),
-                array_literal(None if c is None else c.isoformat() for c in checks),
-                MessageStatus.HANDOFF,
-                MessageStatus.UNCERTAIN,
-            ),
-        )
-    else:
-        conn.execute(
-            sa.update(message_t)
-            .where(
-                message_t.c.id == sa.bindparam("m"),
-                # (executemany takes no IN list)
-                sa.or_(
-                    message_t.c.status == MessageStatus.HANDOFF,
-                    message_t.c.status == MessageStatus.UNCERTAIN,
-                ),
-            )
-            .values(
-                status=MessageStatus.SENT,
-                provider_id=sa.bindparam("provider"),
-                cost=sa.bindparam("price"),
-                detail=sa.bindparam("about"),
-                sent_at=now,
-                next_check_at=sa.bindparam("check"),
-            ),
-            [
-                {
-                    "m": s.message_id,
-                    "provider": r.provider_id[:255],
-                    "price": r.cost,
-                    "about": r.detail,
-                    "check": check,
-                }
-                for (s, r), check in zip(sent, checks, strict=True)
-            ],
-        )
+    # One statement for the batch, not one a message; only records still in hand-off (or
+    # settled as uncertain meanwhile) become sent.
+    bulk.update_rows(
+        conn,
+        message_t,
+        "id",
+        [
+            {
+                "id": s.message_id,
+                "status": MessageStatus.SENT,
+                "provider_id": r.provider_id[:255],
+                "cost": r.cost,
+                "detail": r.detail,
+                "sent_at": now,
+                "next_check_at": None
+                if r.check_after is None
+                else now + timedelta(seconds=r.check_after),
+            }
+            for s, r in sent
+        ],
+        where=f"\"message\".status IN ('{MessageStatus.HANDOFF}', '{MessageStatus.UNCERTAIN}')",
+    )
     for s, _ in sent:
         d = s.decision
         logger.info(

@@ -30,29 +30,3 @@ def among(conn: sa.Connection, column: sa.ColumnElement[Any], values: Iterable[A
 @lru_cache(maxsize=64)
 def _array_of(item: sa.types.TypeEngine[Any]) -> postgresql.ARRAY[Any]:
     return postgresql.ARRAY(item)
-
-
-def array_literal(values: Iterable[Any]) -> str:
-    """PostgreSQL's text form of a one-dimensional array: integers as they are, ``None`` as
-    NULL, anything else as a double-quoted string (backslash and double quote escaped), so
-    commas, braces, spaces or the word NULL in a value stay part of it.
-
-    >>> array_literal([1, 2])
-    '{1,2}'
-    >>> array_literal(["a", 'b"c', "d\\\\e", "NULL", "x,y", None])
-    '{"a","b\\\\"c","d\\\\\\\\e","NULL","x,y",NULL}'
-    >>> array_literal([])
-    '{}'
-    """
-    parts = []
-    for v in values:
-        if v is None:
-            parts.append("NULL")
-        elif isinstance(v, int) and not isinstance(v, bool):
-            parts.append(str(v))
-        else:
-            text = str(v)
-            if "\\" in text or '"' in text:
-                text = text.replace("\\", "\\\\").replace('"', '\\"')
-            parts.append(f'"{text}"')
-    return "{" + ",".join(parts) + "}"

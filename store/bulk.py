@@ -177,9 +177,17 @@ def _sqlite_insert(table: sa.Table, names: Sequence[str], conflict: str) -> str:
 
 
 def update_rows(
-    conn: sa.Connection, table: sa.Table, key: str, rows: Sequence[dict[str, Any]]
+    conn: sa.Connection,
+    table: sa.Table,
+    key: str,
+    rows: Sequence[dict[str, Any]],
+    *,
+    where: str = "",
 ) -> None:
-    """``UPDATE table SET … WHERE key = …`` for each row (dicts with the same keys)."""
+    """``UPDATE table SET … WHERE key = …`` for each row (dicts with the same keys).
+
+    ``where``: a further condition, in SQL both dialects read alike, naming the table's
+    columns as ``"table".column`` (on PostgreSQL the rows' values share their names)."""
     if not rows:
         return
     names = [n for n in rows[0] if n != key]
@@ -198,11 +206,13 @@ def update_rows(
             f'UPDATE "{table.name}" SET {sets} FROM unnest({casts}) AS u({alias}) '
             f'WHERE "{table.name}"."{key}" = u."{key}"'
         )
+        if where:
+            sql += f" AND {where}"
         with raw.cursor() as cursor:
             cursor.execute(sql, arrays)
         return
     sets = ", ".join(f'"{n}" = ?' for n in names)
-    sql = f'UPDATE "{table.name}" SET {sets} WHERE "{key}" = ?'
+    sql = f'UPDATE "{table.name}" SET {sets} WHERE "{key}" = ?' + (f" AND {where}" if where else "")
     cursor = raw.cursor()
     try:
         cursor.executemany(sql, _sqlite_rows(columns, rows, key))

@@ -21,10 +21,10 @@ from nudge.smtp_sink import SmtpSink, free_port
 from optimizer import FixedSchedulePolicy
 from senders import journey, sending
 from senders.errors import TransientSendError
-from senders.sql import array_literal
 from settings import Settings
+from store import bulk
 from store.db import get_engine
-from store.events import EventLog
+from store.events import EventLog, cart_t, decision_t, message_t
 from store.schemas import EventIn
 from store.stores import create_store
 from store.suppressions import suppress
@@ -490,17 +490,93 @@ def test_a_customer_another_worker_is_claiming_for_is_looked_at_again(
     assert len(sink.wait_for(1)) == 1
 
 
-@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # the literal is PG's
-def test_array_literals_carry_any_text_to_postgresql_unchanged(settings: Settings) -> None:
-    # Given values a provider id, a detail or a time might hold: quotes, backslashes,
-    # commas, braces, spaces, the word NULL, an empty string, non-ASCII, and a real NULL
+def test_batch_records_carry_any_text_to_the_database_unchanged(
+    settings: Settings, store_key: tuple[str, str]
+) -> None:
+    # Given values a provider id or a detail might hold: quotes, backslashes, commas, braces,
+    # spaces, the word NULL, an empty string, non-ASCII, and a real NULL
     values = ['a"b', "c\\d", "e,f", "{g}", " h ", "NULL", "", "한글 ü", None, "<id@x.y>"]
-    # When they travel as one array literal, as the batch's record statements send them
-    with get_engine(settings.sqlalchemy_url).connect() as conn:
-        back = conn.exec_driver_sql("SELECT %s::text[]", (array_literal(values),)).scalar()
-        numbers = conn.exec_driver_sql(
-            "SELECT %s::float8[]", (array_literal([repr(0.1), repr(1e-7), None]),)
-        ).scalar()
-    # Then PostgreSQL reads back exactly them
-    assert back == values
-    assert numbers == [0.1, 1e-7, None]
+    costs = [0.1, 1e-7, 0.0, 0.03, 2.5, 0.0079, 1 / 3, 0.0, 0.2, 0.05]
+    store_id, _ = store_key
+    engine = get_engine(settings.sqlalchemy_url)
+    ids = [f"{n:032x}" for n in range(len(values))]
+    held = f"{len(values):032x}"  # still "prepared": another attempt owns it
+    now = datetime.now(UTC).replace(microsecond=0)
+    with engine.begin() as conn:
+        carts, decisions, messages = [], [], []
+        for n, message_id in enumerate([*ids, held]):
+            cart = conn.execute(
+                sa.insert(cart_t)
+                .values(
+                    store_id=store_id,
+                    external_id=f"c-{n}",
+                    last_event_at=now,
+                    last_activity_at=now,
+                )
+                .returning(cart_t.c.id)
+            ).scalar_one()
+            carts.append(cart)
+            decisions.append(
+                {
+                    "id": message_id,
+                    "store_id": store_id,
+                    "cart_id": cart,
+                    "journey": 1,
+                    "touch": 1,
+                    "policy": "schedule",
+                    "arm_key": "email/60m/0%",
+                    "channel": "email",
+                    "delay_minutes": 60,
+                    "discount_pct": 0.0,
+                    "propensity": 1.0,
+                    "context": {},
+                    "decided_at": now,
+                    "scheduled_for": now,
+                    "state": "scheduled",
+                    "window_ends_at": now,
+                    "updated_at": now,
+                }
+            )
+            messages.append(
+                {
+                    "id": message_id,
+                    "decision_id": message_id,
+                    "store_id": store_id,
+                    "channel": "email",
+                    "recipient": f"s{n}@example.com",
+                    "status": "prepared" if message_id == held else "handoff",
+                    "lease_until": now,
+                }
+            )
+        conn.execute(sa.insert(decision_t), decisions)
+        conn.execute(sa.insert(message_t), messages)
+    # When a batch's records write them, in one statement as the send path does
+    with engine.begin() as conn:
+        bulk.update_rows(
+            conn,
+            message_t,
+            "id",
+            [
+                {"id": m, "status": "sent", "provider_id": v, "cost": c, "detail": v}
+                for m, v, c in zip([*ids, held], [*values, "x"], [*costs, 9.0], strict=True)
+            ],
+            where="\"message\".status IN ('handoff', 'uncertain')",
+        )
+        back = {
+            r.id: r
+            for r in conn.execute(
+                sa.select(
+                    message_t.c.id,
+                    message_t.c.status,
+                    message_t.c.provider_id,
+                    message_t.c.detail,
+                    message_t.c.cost,
+                )
+            )
+        }
+    # Then the database holds exactly them
+    assert [back[m].provider_id for m in ids] == values
+    assert [back[m].detail for m in ids] == values
+    assert [back[m].cost for m in ids] == costs
+    # And a record not in hand-off is left as it was
+    assert (back[held].status, back[held].provider_id, back[held].cost) == ("prepared", None, 0.0)
