@@ -137,6 +137,39 @@ def test_delayed_feedback_does_not_bias_estimates() -> None:
     assert naive > rate + 10 * se, naive
 
 
+def test_pending_decisions_of_a_long_delay_are_not_over_rated() -> None:
+    # Given orders that come ~12 h after the decision whatever the arm (customers who buy
+    # anyway), arms whose message goes out after 1 h and after a day, and a run stopped after
+    # 72 h, when most decisions are still inside their 7-day window: the day-delay arm sees
+    # most of its orders before its send
+    rate = 0.08
+    arms = [EMAIL, EMAIL_LATE, HOLDOUT]
+
+    def p(_ctx: Mapping[str, Any], _arm: Arm, _hours: float) -> float:
+        return rate
+
+    policy = ThompsonPolicy(arms, ECON, seed=4, min_propensity=0.1, holdout_share=0.2)
+    made = run(
+        policy,
+        p,
+        lambda i, rng: context(),
+        n=7200,
+        rng=np.random.default_rng(4),
+        conversion_lag_hours=12.0,
+        window_hours=168.0,
+        stop_hours=72.0,
+    )
+    policy.update()
+    estimates = policy.conversion_probability(context())
+    for arm in arms:
+        # Then every arm's estimate is within 4 standard errors of the truth, with the
+        # information of n * F decisions (F ~ 0.8: the share of orders already seen,
+        # averaged over decisions 0-72 h old, 1 - (12/72)(1 - e^-6))
+        n = _plays(made, arm)
+        se = math.sqrt(rate * (1 - rate) / (0.8 * n))
+        assert abs(estimates[_index(policy, arm)] - rate) < 4 * se, (arm.key, estimates, n)
+
+
 def test_holdout_is_learned_and_wins_for_customers_who_buy_anyway() -> None:
     # Given returning customers who buy anyway (30 %) and whom messages only annoy, and new
     # customers whom messages help

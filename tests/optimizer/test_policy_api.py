@@ -154,7 +154,7 @@ def test_state_round_trip_is_exact_and_continues_identically() -> None:
     # When it goes through JSON and back
     text = json.dumps(policy.state())
     state = json.loads(text)
-    assert state["version"] == 1
+    assert state["version"] == 2
     clone = ThompsonPolicy.from_state(state)
     # Then the state is identical, and both continue identically
     assert json.dumps(clone.state()) == text
@@ -169,6 +169,55 @@ def test_state_round_trip_is_exact_and_continues_identically() -> None:
     clone.update()
     np.testing.assert_array_equal(policy.mean, clone.mean)
     np.testing.assert_array_equal(policy.precision, clone.precision)
+
+
+def test_a_version_1_state_loads_with_the_discount_column_at_its_prior() -> None:
+    # Given a learned state as version 1 stored it: no discount_per_10pct column, and lag
+    # counts per channel timed from the send
+    policy = _policy(12, batch_size=10_000)
+    for i in range(400):
+        d = policy.choose(context(), now=START + timedelta(minutes=i))
+        policy.record(
+            d,
+            converted=i % 5 == 0,
+            order_value=80.0,
+            message_sent=True,
+            at=START + timedelta(hours=8),
+        )
+    policy.update()
+    state = json.loads(json.dumps(policy.state()))
+    slope = state["columns"].index("discount_per_10pct")
+    n_rows, n_cols = policy.mean.shape
+    keep = [r * n_cols + c for r in range(n_rows) for c in range(n_cols) if c != slope]
+    old = {
+        **state,
+        "version": 1,
+        "columns": [c for c in state["columns"] if c != "discount_per_10pct"],
+        "mean": np.delete(policy.mean, slope, axis=1).tolist(),
+        "precision": policy.precision[np.ix_(keep, keep)].tolist(),
+        "lag_counts": {"email": [5.0] * 21, "sms": [1.0] * 21, "holdout": [2.0] * 21},
+    }
+    # When it is loaded
+    loaded = ThompsonPolicy.from_state(old)
+    # Then the learned weights are kept, the new column starts at its prior, independent of
+    # the rest, and the lag distributions start again from their priors
+    np.testing.assert_array_equal(np.delete(loaded.mean, slope, axis=1), old["mean"])
+    np.testing.assert_array_equal(loaded.mean[:, slope], loaded.prior_mean[:, slope])
+    np.testing.assert_array_equal(loaded.precision[np.ix_(keep, keep)], old["precision"])
+    column = [r * n_cols + slope for r in range(n_rows)]
+    np.testing.assert_array_equal(
+        loaded.precision[np.ix_(column, column)], np.diag(loaded.prior_precision[:, slope])
+    )
+    assert not loaded.precision[np.ix_(column, keep)].any()
+    fresh = _policy(12)
+    for key, lag in loaded.lags.items():
+        np.testing.assert_array_equal(lag.counts, fresh.lags[key].counts)
+    # And it decides and saves as version 2
+    loaded.choose(context(), now=START + timedelta(hours=9))
+    assert loaded.state()["version"] == 2
+    # While a column it does not know is refused by name
+    with pytest.raises(ValueError, match="discount=99%"):
+        ThompsonPolicy.from_state({**old, "columns": [*old["columns"][:-1], "discount=99%"]})
 
 
 def test_extra_features_are_learned_and_unknown_values_tolerated() -> None:
