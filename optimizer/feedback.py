@@ -8,8 +8,12 @@ share of converters who would already have converted by now, ``F(elapsed)``; the
 as time passes, becomes 1 when the window closes, and is taken back if the decision converts.
 In expectation this matches the evidence of the final outcomes (see ``ThompsonPolicy``).
 
-``F`` is learned from the conversions themselves: an empirical distribution of the time from
-the *send* (decision time + the arm's delay) to the conversion, smoothed by a prior.
+``F`` is learned from the conversions themselves: an empirical distribution of the time from a
+reference moment to the conversion, smoothed by a prior. ``ThompsonPolicy`` times it from the
+*decision* and keeps one per channel × delay, because a message sent a day after the decision
+sees that day's organic orders arrive before it: a distribution timed from the send, or shared
+by a channel's delays, would give those orders no matching negatives. The ``delay_hours`` of
+:meth:`ConversionLag.share_converted` serves callers who time from the send instead.
 """
 
 from __future__ import annotations
@@ -32,17 +36,19 @@ _EDGES = LAG_EDGES_HOURS.tolist()
 
 @dataclass
 class ConversionLag:
-    """Empirical distribution of hours from send to conversion, with a smoothing prior.
+    """Empirical distribution of hours from a reference moment (the decision, or the send) to
+    conversion, with a smoothing prior.
 
     Args:
         prior_mean_hours: mean of the exponential prior shape. 12 h: abandoned-cart messages
-            convert mostly within the day of the send, organic purchases over a few days.
+            convert mostly within the day of the send, organic purchases over a few days (the
+            policy adds the arm's delay, timing from the decision).
         prior_weight: how many conversions the prior is worth; 20 keeps it from dominating
             after a day of traffic while stopping the first few conversions from setting F.
 
     Attributes:
-        counts: weight of conversions per bin; ``counts[0]`` holds conversions that happened
-            before the send (lag <= 0), ``counts[i]`` those in ``(edges[i-1], edges[i]]``, and
+        counts: weight of conversions per bin; ``counts[0]`` holds conversions at or before
+            the reference moment (lag <= 0), ``counts[i]`` those in ``(edges[i-1], edges[i]]``, and
             the last entry those beyond the last edge.
     """
 
