@@ -47,14 +47,15 @@ def run(
     n: int,
     rng: np.random.Generator,
     per_hour: float = 100.0,
-    conversion_lag_hours: float = 0.0,
+    conversion_lag_hours: float | Callable[[Arm, np.random.Generator], float] = 0.0,
     window_hours: float = 0.0,
     stop_hours: float | None = None,
 ) -> list[tuple[Decision, bool]]:
     """Make ``n`` decisions, ``per_hour`` of them per simulated hour, and report outcomes.
 
     ``truth(context, arm, hours)`` is the conversion probability. A conversion is recorded
-    ``Exp(conversion_lag_hours)`` after the decision, a non-conversion ``window_hours`` after
+    ``Exp(conversion_lag_hours)`` after the decision (or ``conversion_lag_hours(arm, rng)``
+    hours, when it is a function), a non-conversion ``window_hours`` after
     it; with ``stop_hours`` the run ends there and later outcomes stay pending.
     """
     events: list[tuple[float, int, Decision, bool]] = []
@@ -69,7 +70,12 @@ def run(
         decision = policy.choose(ctx, now=START + timedelta(hours=hours))
         converted = bool(rng.random() < truth(ctx, decision.arm, hours))
         made.append((decision, converted))
-        lag = rng.exponential(conversion_lag_hours) if converted else window_hours
+        if not converted:
+            lag = window_hours
+        elif callable(conversion_lag_hours):
+            lag = conversion_lag_hours(decision.arm, rng)
+        else:
+            lag = rng.exponential(conversion_lag_hours)
         heapq.heappush(events, (hours + lag, seq, decision, converted))
         seq += 1
     end = stop_hours if stop_hours is not None else float("inf")
