@@ -343,8 +343,12 @@ class ThompsonPolicy:
         _, feasible, charge = self._feasible(context)
         u = self.rng.random(self.n_draws + 2)
         picks = (u[: self.n_draws] * self.pool_size).astype(np.int64)
-        # Minus the draws' log-odds (the pool is stored negated: one operation less).
-        negated = self._neg_pool[picks[:, None] * self._n_rows + rows].sum(axis=1) @ self._a_t
+        picks *= self._n_rows
+        # Minus the draws' log-odds of every arm: the pool is stored projected on the arms and
+        # negated, so this is a gather and a sum, no product; gathered row-major (context row,
+        # draw), the sum runs over contiguous blocks.
+        gathered = np.take(self._neg_arm_pool, np.asarray(rows)[:, None] + picks, axis=0)
+        negated = gathered.sum(axis=0)
         profit = _profit_negated(negated, value * self._value_factor, charge)
         winners = profit.argmax(axis=1)
         u_floor, u_pick = u[self.n_draws], u[self.n_draws + 1]
@@ -745,9 +749,9 @@ class ThompsonPolicy:
         deviation = scipy.linalg.solve_triangular(self._chol, noise, lower=True, trans="T")
         draws = self.mean.ravel()[:, None] + self.exploration * deviation
         self._pool = np.ascontiguousarray(draws.T).reshape(self.pool_size, *self.mean.shape)
-        # The same, negated, one row per (member, context row): ``choose`` gathers its rows
-        # with one flat index and needs no negation.
-        self._neg_pool = -self._pool.reshape(-1, self.mean.shape[1])
+        # Each member's context rows projected on the arms, negated, one row per (member,
+        # context row): ``choose`` gathers its rows with one flat index and sums them.
+        self._neg_arm_pool = -(self._pool.reshape(-1, self.mean.shape[1]) @ self._a_t)
 
     def _feasible(self, context: Mapping[str, Any]) -> tuple[FloatArray, IntArray, FloatArray]:
         """(-inf/0 penalty per arm, indices of feasible arms, message cost minus penalty) for
@@ -1027,11 +1031,12 @@ def _profit_negated(negated: FloatArray, gain: FloatArray, charge: FloatArray) -
     """``sigmoid(-negated) * gain - charge``, in place on ``negated`` (``choose``'s fast path).
 
     ``charge`` is the message cost minus the feasibility penalty (``+inf`` if infeasible).
-    Clipped to +-30 like :func:`_profit`, with the ufuncs rather than ``np.clip``, whose
-    Python wrapper costs more than the clipping itself on arrays this small.
+    Clipped above at 30 so ``exp`` cannot overflow (:func:`_profit` clips both ways; below,
+    ``exp`` goes to 0 harmlessly, and the sigmoid is within 1e-13 of 1 either way), with the
+    ufunc rather than ``np.clip``, whose Python wrapper costs more than the clipping itself
+    on arrays this small.
     """
-    x = np.maximum(negated, -30.0, out=negated)
-    np.minimum(x, 30.0, out=x)
+    x = np.minimum(negated, 30.0, out=negated)
     np.exp(x, out=x)
     x += 1.0
     np.divide(gain, x, out=x)
