@@ -6,7 +6,7 @@ use and what discount to offer — or, for the holdout arm, to send nothing at a
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -129,7 +129,9 @@ class Decision:
     propensity: float
     context: Mapping[str, Any] = field(default_factory=dict)
     decided_at: datetime | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: 128 random bits from the OS, as 32 hex digits (the format of ``uuid4().hex``, at a
+    #: fifth of its cost: ``choose`` makes one per decision).
+    id: str = field(default_factory=lambda: os.urandom(16).hex())
 
     def __post_init__(self) -> None:
         if not 0.0 < self.propensity <= 1.0:

@@ -149,8 +149,8 @@ class ThompsonPolicy:
         arms: the choices; the holdout arm (send nothing) is added if missing.
         economics: margin and message costs that turn conversions into profit.
         seed: seed or generator for all randomness; the same seed and the same calls give the
-            same decisions (decision ids are random UUIDs all the same, so that two workers
-            seeded alike never collide).
+            same decisions (decision ids are random 128-bit ids from the OS all the same, so
+            that two workers seeded alike never collide).
         max_touches: the journey ends after this many touches.
         min_propensity: exploration floor, the least probability of every feasible arm.
             1e-4: every arm stays in the support of off-policy estimates (weights <= 10,000)
