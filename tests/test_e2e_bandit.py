@@ -193,7 +193,10 @@ def test_bandit_moves_traffic_to_the_best_arm_and_reports_the_truth(
     # The report's incremental profit covers the simulated truth: the sum, over treated
     # carts whose reminder went out, of (1 - organic) * p(arm) * value * margin - email cost
     # (a shopper who would have bought anyway is not the reminder's doing; a reminder the
-    # shopper's order pre-empted did nothing).
+    # shopper's order pre-empted did nothing). The report's interval is a 95 % one, which
+    # misses the truth in 1 run of 20 even when right; this run is not seeded (real
+    # processes, real timing), so the check widens it to 99.9 % (3.29 se, the se being the
+    # 95 % half-width over 1.96): a correct report fails it in 1 run of 1,000.
     roi = data["roi"][0]
     margin = 0.35
     truth = sum(
@@ -202,5 +205,6 @@ def test_bandit_moves_traffic_to_the_best_arm_and_reports_the_truth(
         if r.state == "sent"
     )
     inc = roi["incremental_profit"]
-    assert inc["low"] <= truth <= inc["high"], (inc, truth, [tuple(r) for r in diag])
+    se = (inc["high"] - inc["low"]) / (2 * 1.96)
+    assert abs(truth - inc["value"]) <= 3.29 * se, (inc, truth, [tuple(r) for r in diag])
     assert roi["holdout_carts"] > 0 and roi["treated_carts"] == len(treated)
