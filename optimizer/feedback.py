@@ -69,7 +69,8 @@ class ConversionLag:
             raise ValueError(f"counts must have {LAG_EDGES_HOURS.size + 1} entries")
 
     def add(self, lag_hours: float) -> None:
-        """Count one conversion ``lag_hours`` after the send (negative: before it)."""
+        """Count one conversion ``lag_hours`` after the reference moment (negative: before it;
+        counted at 0)."""
         self.counts[bisect.bisect_left(_EDGES, max(lag_hours, 0.0))] += 1.0
 
     def share_converted(
