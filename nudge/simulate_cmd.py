@@ -40,6 +40,14 @@ def simulate(
         Path | None,
         typer.Option("--out", help="Write the cumulative-regret PNG here."),
     ] = None,
+    by_segment: Annotated[
+        bool,
+        typer.Option(
+            "--by-segment",
+            help="Also print the achievable uplift and each policy's captured share per segment "
+            "(customer type, device, checkout stage, big cart, discount seeker).",
+        ),
+    ] = False,
 ) -> None:
     """Simulate abandoned carts under a policy; report profit and share of the achievable uplift.
 
@@ -91,9 +99,31 @@ def simulate(
             )
         )
     console.print(table)
+    if by_segment:
+        console.print(_segment_table(result.segment_rows(), f"{world.name}: share by segment"))
     if out is not None:
         write_regret_png(result, out)
         console.print(f"cumulative regret plot: {out}")
+
+
+def _segment_table(rows: list[dict[str, object]], title: str) -> Table:
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(
+            column, no_wrap=column == "segment", justify="left" if column == "segment" else "right"
+        )
+    for row in rows:
+        table.add_row(
+            *(
+                f"{value:,.3f}"
+                if isinstance(value, float)
+                else f"{value:,}"
+                if isinstance(value, int)
+                else str(value)
+                for value in row.values()
+            )
+        )
+    return table
 
 
 if __name__ == "__main__":

@@ -268,6 +268,22 @@ def segments_of(context: Mapping[str, Any], big_cart_value: float) -> frozenset[
     return frozenset(names)
 
 
+def segment_labels(segments: frozenset[str]) -> list[str]:
+    """A cart's label along each segment dimension, in a fixed order: customer type, device,
+    checkout stage, ``big_cart=yes/no``, ``discount_seeker=yes/no``.
+
+    Example:
+        >>> segment_labels(frozenset({"customer_type=new", "device=mobile", "big_cart"}))[1:]
+        ['device=mobile', 'checkout_stage=None', 'big_cart=yes', 'discount_seeker=no']
+    """
+    labels = []
+    for key in _SEGMENT_KEYS:
+        labels.append(next((s for s in segments if s.startswith(f"{key}=")), f"{key}=None"))
+    for special in _SPECIAL_SEGMENTS:
+        labels.append(f"{special}={'yes' if special in segments else 'no'}")
+    return labels
+
+
 def path_values(
     scenario: Scenario,
     response: Response,

@@ -33,7 +33,14 @@ import numpy.typing as npt
 from optimizer.arms import Arm, Decision
 from optimizer.baselines import EpsilonGreedyPolicy, HoldoutPolicy, UniformRandomPolicy
 from optimizer.policy import FixedSchedulePolicy, Policy
-from optimizer.scenario import Response, Scenario, all_paths, path_values, segments_of
+from optimizer.scenario import (
+    Response,
+    Scenario,
+    all_paths,
+    path_values,
+    segment_labels,
+    segments_of,
+)
 from optimizer.thompson import ThompsonPolicy
 
 FloatArray = npt.NDArray[np.float64]
@@ -398,6 +405,7 @@ class Comparison:
     seed: int
     runs: dict[str, RunResult]
     tail: float = 0.2
+    segments: Sequence[frozenset[str]] = ()
 
     def captured_share(self, policy: str, *, last: float | None = None) -> float:
         """``(profit - holdout) / (oracle - holdout)``, over all carts or the last share."""
@@ -408,6 +416,42 @@ class Comparison:
         if oracle - holdout <= 0:
             return math.nan
         return float((profit - holdout) / (oracle - holdout))
+
+    def segment_rows(self, *, last: float | None = None) -> list[dict[str, Any]]:
+        """Where the uplift is, and how much of it each policy captures, segment by segment.
+
+        One row per value of each segment dimension (customer type, device, checkout stage,
+        big cart, discount seeker; see :func:`optimizer.scenario.segment_labels`), so every
+        cart counts once per dimension. A row holds its ``segment``, ``carts``, the achievable
+        ``uplift/cart`` (oracle minus holdout profit) and ``share <policy>`` for each policy
+        other than the references, NaN where the achievable uplift is not positive. A
+        dimension's rows, weighted by their uplift, average to :meth:`captured_share`.
+
+        Args:
+            last: only the last share of the carts (e.g. 0.2), as in :meth:`captured_share`.
+        """
+        if len(self.segments) != self.n_carts:
+            raise ValueError("this comparison holds no per-cart segments (see compare())")
+        start = 0 if last is None else int(self.n_carts * (1.0 - last))
+        labels = np.array([segment_labels(s) for s in self.segments[start:]])  # (carts, dims)
+        holdout = self.runs["holdout"].profit[start:]
+        uplift = self.runs["oracle"].profit[start:] - holdout
+        policies = [name for name in self.runs if name not in ("holdout", "oracle")]
+        out: list[dict[str, Any]] = []
+        for dim in range(labels.shape[1]):
+            for label in sorted(set(labels[:, dim])):
+                mine = labels[:, dim] == label
+                achievable = float(uplift[mine].sum())
+                row: dict[str, Any] = {
+                    "segment": str(label),
+                    "carts": int(mine.sum()),
+                    "uplift/cart": achievable / int(mine.sum()),
+                }
+                for name in policies:
+                    gained = float((self.runs[name].profit[start:][mine] - holdout[mine]).sum())
+                    row[f"share {name}"] = gained / achievable if achievable > 0 else math.nan
+                out.append(row)
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
         """One summary dict per policy."""
@@ -470,7 +514,9 @@ def compare(
         )
         for name, factory in factories.items()
     }
-    return Comparison(scenario=scenario.name, n_carts=n_carts, seed=seed, runs=runs)
+    return Comparison(
+        scenario=scenario.name, n_carts=n_carts, seed=seed, runs=runs, segments=carts.segments
+    )
 
 
 def _factory(name: str, scenario: Scenario, seed: int) -> Callable[[], Policy]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -98,7 +99,7 @@ def test_oracle_respects_reachability() -> None:
             "channels": channels,
         }
         for touch in (1, 2, 3):
-            arm = oracle.choose({**ctx, "touch": touch}, now=None).arm  # type: ignore[arg-type]
+            arm = oracle.choose({**ctx, "touch": touch}, now=None).arm
             assert arm.is_holdout or arm.channel in channels
 
 
@@ -119,6 +120,38 @@ def test_thompson_learns_in_the_simulator_and_progress_is_reported(tmp_path: Pat
     assert diff.mean() > 4 * diff.std() / math.sqrt(diff.size)
     png = write_regret_png(compare(scenario, ["schedule"], n_carts=300, seed=1), tmp_path / "r.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_segment_rows_split_carts_and_uplift_and_average_to_the_share() -> None:
+    # Given two policies run against the oracle and the holdout on the same carts
+    scenario = load_scenario("apparel")
+    result = compare(scenario, ["schedule", "random"], n_carts=2_000, seed=3)
+    uplift = result.runs["oracle"].profit - result.runs["holdout"].profit
+    big = sum(
+        c["cart_value"] >= scenario.big_cart_value
+        for c in draw_carts(scenario, 2_000, np.random.default_rng(3)).contexts
+    )
+    # When the report is split by segment
+    rows = result.segment_rows()
+    dims: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        dims.setdefault(str(row["segment"]).split("=")[0], []).append(row)
+    # Then every dimension splits all the carts and all the achievable uplift
+    assert set(dims) == {"customer_type", "device", "checkout_stage", "big_cart", "discount_seeker"}
+    assert {r["segment"]: r["carts"] for r in dims["big_cart"]}["big_cart=yes"] == big
+    for group in dims.values():
+        assert sum(int(r["carts"]) for r in group) == 2_000
+        achievable = [float(r["uplift/cart"]) * int(r["carts"]) for r in group]
+        assert all(a > 0 for a in achievable)
+        assert sum(achievable) == pytest.approx(uplift.sum())
+        # And the segments' shares, weighted by their uplift, give back the overall share
+        for policy in ("schedule", "random"):
+            gained = sum(
+                a * float(r[f"share {policy}"]) for a, r in zip(achievable, group, strict=True)
+            )
+            assert gained / uplift.sum() == pytest.approx(result.captured_share(policy))
+    # And a tail covers only its carts
+    assert sum(int(r["carts"]) for r in result.segment_rows(last=0.25)[:2]) == 500
 
 
 def test_bernoulli_thompson_regret_is_near_the_lai_robbins_line() -> None:
@@ -153,10 +186,12 @@ def test_cli_runs_and_prints_a_table(tmp_path: Path) -> None:
             "2",
             "--out",
             str(out),
+            "--by-segment",
         ],
     )
     assert result.exit_code == 0, result.output
     assert "oracle" in result.output and "schedule" in result.output
+    assert "share by segment" in result.output and "discount_seeker=yes" in result.output
     assert out.exists()
     bad = CliRunner().invoke(app, ["--scenario", "grocery", "--policy", "nope"])
     assert bad.exit_code != 0
