@@ -92,11 +92,7 @@ def simulate(
                 table.add_column(column, justify="right", overflow="fold")
     for row in rows:
         table.add_row(
-            *(
-                f"{value:,.3f}" if isinstance(value, float) else str(value)
-                for key, value in row.items()
-                if key not in ("scenario", "carts")
-            )
+            *(_cell(value) for key, value in row.items() if key not in ("scenario", "carts"))
         )
     console.print(table)
     if by_segment:
@@ -113,17 +109,17 @@ def _segment_table(rows: list[dict[str, object]], title: str) -> Table:
             column, no_wrap=column == "segment", justify="left" if column == "segment" else "right"
         )
     for row in rows:
-        table.add_row(
-            *(
-                f"{value:,.3f}"
-                if isinstance(value, float)
-                else f"{value:,}"
-                if isinstance(value, int)
-                else str(value)
-                for value in row.values()
-            )
-        )
+        table.add_row(*(_cell(value) for value in row.values()))
     return table
+
+
+def _cell(value: object) -> str:
+    """A table cell: floats to 3 decimals, ints with thousands separators."""
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
 
 
 if __name__ == "__main__":
