@@ -1,13 +1,15 @@
 """Feature maps for the contextual policy: contexts to rows, arms to columns.
 
-The conversion model is a logistic regression whose weights form a matrix ``W`` of shape
-``(n_rows, n_cols)``. A context activates exactly one *row* per slot (plus the intercept row 0);
-an arm activates a few *columns* (intercept, holdout, its channel, its delay, its discount). The
-log-odds of a conversion for context ``x`` and arm ``a`` is the sum of ``W[r, c]`` over the
-active rows ``r`` of ``x`` and active columns ``c`` of ``a``. Row 0 × column 0 is the global
-intercept, row 0 × arm columns are the arm main effects, context rows × column 0 the context
-main effects, and every other cell a context × arm interaction. Arms and contexts share
-strength through the main effects, while the interactions let segments answer differently.
+The conversion model's weights form a matrix ``W`` of shape ``(n_rows, n_cols)``. A context
+activates exactly one *row* per slot (plus the intercept row 0); an arm activates a few
+*columns* (intercept, holdout, its channel, its delay, its discount). A log-odds for context
+``x`` and arm ``a`` is the sum of ``W[r, c]`` over the active rows ``r`` of ``x`` and active
+columns ``c`` of ``a``. Row 0 × column 0 is the global intercept, row 0 × arm columns are the
+arm main effects, context rows × column 0 the context main effects, and every other cell a
+context × arm interaction. Arms and contexts share strength through the main effects, while
+the interactions let segments answer differently. (The noisy-OR model of
+:mod:`optimizer.thompson` reads column 0 as the organic part and column 1 as a "sent" column
+of every message instead of the holdout's.)
 
 Every slot has an ``other`` row for missing or unexpected values, so the number of rows is
 fixed when the policy is built and a context always activates the same number of rows.

@@ -47,7 +47,15 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 #: Names accepted by :func:`make_policy` and ``nudge simulate --policy``.
-POLICIES = ("thompson", "schedule", "random", "epsilon-greedy", "oracle", "holdout")
+POLICIES = (
+    "thompson",
+    "thompson-noisy-or",
+    "schedule",
+    "random",
+    "epsilon-greedy",
+    "oracle",
+    "holdout",
+)
 #: The simulated clock starts on a Monday at midnight UTC.
 START = datetime(2025, 1, 6, tzinfo=UTC)
 
@@ -215,13 +223,14 @@ def make_policy(name: str, scenario: Scenario, seed: int) -> Policy:
     rng = np.random.default_rng(seed)
     arms = scenario.arms
     touches = scenario.max_touches
-    if name == "thompson":
+    if name in ("thompson", "thompson-noisy-or"):
         return ThompsonPolicy(
             arms,
             scenario.economics,
             seed=rng,
             max_touches=touches,
             attribution_window=timedelta(hours=scenario.attribution_window_hours),
+            model="noisy_or" if name == "thompson-noisy-or" else "logistic",
         )
     if name == "schedule":
         offsets = (60, 24 * 60, 72 * 60)[:touches]

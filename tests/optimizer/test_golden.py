@@ -12,7 +12,7 @@ from optimizer import Arm, Prior, ThompsonPolicy
 from optimizer.bernoulli import bernoulli_kl, lai_robbins_bound
 from optimizer.feedback import ConversionLag
 from optimizer.scenario import load_scenario, path_values, segments_of
-from optimizer.thompson import laplace_update
+from optimizer.thompson import NOISY_OR_PRIOR, _laplace_fit_nor, laplace_update
 from tests.optimizer.world import ARMS, ECON, context
 
 
@@ -28,6 +28,69 @@ def test_prior_golden_values() -> None:
     p = policy.conversion_probability(context())
     assert p[-1] < p[0]
     assert p[0] == pytest.approx(p[2], abs=1e-12)
+
+
+def test_noisy_or_prior_golden_values() -> None:
+    policy = ThompsonPolicy(ARMS, ECON, seed=0, model="noisy_or")
+    assert policy.prior == NOISY_OR_PRIOR
+    # The organic part's logit(0.05) and the message part's logit(0.02), on the intercept row
+    assert policy.mean[0, 0] == pytest.approx(-2.94444, abs=1e-5)
+    assert policy.mean[0, 1] == pytest.approx(-3.89182, abs=1e-5)
+    # Cold start: every message arm converts 1 - 0.95 * 0.98, the holdout the organic 5 %
+    p = policy.conversion_probability(context())
+    assert p[-1] == pytest.approx(0.05, abs=1e-9)
+    assert p[0] == pytest.approx(1 - 0.95 * 0.98, abs=1e-9)
+    assert p[0] == pytest.approx(p[2], abs=1e-12)
+
+
+def test_noisy_or_update_matches_a_direct_map_fit() -> None:
+    # Given a small noisy-OR problem: column 0 the organic part, columns 1-2 the message part
+    # (pattern 2 is the holdout arm, which has none), a diagonal Gaussian prior, and weights
+    # that include a provisional negative taken back (w_neg < 0)
+    rng = np.random.default_rng(6)
+    n_rows, n_cols, n = 4, 3, 300
+    mean = rng.normal(0, 0.3, (n_rows, n_cols))
+    mean[0] = (-1.5, -2.0, 0.0)
+    precision = np.diag(rng.uniform(1, 4, n_rows * n_cols))
+    rows = np.stack([np.zeros(n, int), rng.integers(1, 4, n)], axis=1)
+    patterns = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    arm_of = rng.integers(0, 3, n)
+    w_pos = (rng.random(n) < 0.3).astype(float)
+    w_neg = 1 - w_pos
+    w_neg[:10] = np.where(w_pos[:10] > 0, -0.4, 0.6)
+    # When the Newton-Laplace update runs
+    eta = precision @ mean.ravel()
+    m, prec, _ = _laplace_fit_nor(
+        mean, precision, eta, rows, patterns, arm_of, w_pos, w_neg, max_iter=100, tol=1e-14
+    )
+
+    def parts(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        h = w.reshape(n_rows, n_cols)[rows].sum(axis=1)
+        cols = patterns[arm_of]
+        sent = cols.any(axis=1)
+        return h[:, 0], np.einsum("ij,ij->i", h, cols), sent
+
+    # Then its mean is the MAP of the noisy-OR likelihood found by a generic optimiser
+    def loss(w: np.ndarray) -> float:
+        u, v, sent = parts(w)
+        q = (1 - 1 / (1 + np.exp(-u))) * np.where(sent, 1 - 1 / (1 + np.exp(-v)), 1.0)
+        d = w - mean.ravel()
+        return 0.5 * d @ precision @ d - np.sum(w_pos * np.log(1 - q) + w_neg * np.log(q))
+
+    ref = scipy.optimize.minimize(loss, mean.ravel(), method="BFGS", options={"gtol": 1e-10}).x
+    np.testing.assert_allclose(m.ravel(), ref, atol=1e-5)
+    # And its precision is the prior's plus the Fisher information at the MAP:
+    # (dp/dtheta)^2 / (p (1 - p)) per unit of weight, with p = 1 - q
+    u, v, sent = parts(m.ravel())
+    su, sv = 1 / (1 + np.exp(-u)), np.where(sent, 1 / (1 + np.exp(-v)), 0.0)
+    q = (1 - su) * (1 - sv)
+    x = np.zeros((n, n_rows * n_cols))
+    for k in range(n):
+        for r in rows[k]:
+            x[k, r * n_cols] += q[k] * su[k]
+            x[k, r * n_cols : (r + 1) * n_cols] += q[k] * sv[k] * patterns[arm_of[k]]
+    fisher = (w_pos + w_neg) / (q * (1 - q))
+    np.testing.assert_allclose(prec, precision + x.T @ (x * fisher[:, None]), atol=1e-9)
 
 
 def test_laplace_update_matches_a_direct_map_fit() -> None:

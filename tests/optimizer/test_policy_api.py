@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import optimizer
 from optimizer import Arm, Economics, Policy, ThompsonPolicy
+from optimizer.thompson import STATE_VERSION
 from tests.optimizer.world import ARMS, ECON, START, context
 
 GRID = [
@@ -134,9 +135,10 @@ def test_deterministic_for_a_seed(seed: int) -> None:
     assert runs[0] == runs[1]
 
 
-def test_state_round_trip_is_exact_and_continues_identically() -> None:
+@pytest.mark.parametrize("model", ["logistic", "noisy_or"])
+def test_state_round_trip_is_exact_and_continues_identically(model: str) -> None:
     # Given a policy with a learned posterior, pending decisions and buffered records
-    policy = _policy(11, batch_size=10_000)
+    policy = _policy(11, batch_size=10_000, model=model)
     decisions = [policy.choose(context(), now=START + timedelta(minutes=i)) for i in range(300)]
     for i, d in enumerate(decisions[:200]):
         policy.record(
@@ -154,7 +156,13 @@ def test_state_round_trip_is_exact_and_continues_identically() -> None:
     # When it goes through JSON and back
     text = json.dumps(policy.state())
     state = json.loads(text)
-    assert state["version"] == 2
+    # (a logistic policy saves version 2, which workers not yet upgraded can read: its
+    # prior holds only the fields version 2 knew)
+    assert state["version"] == {"logistic": 2, "noisy_or": STATE_VERSION}[model]
+    assert STATE_VERSION == 3
+    noisy_or_only = {"message_rate", "sd_response_context"}
+    assert (noisy_or_only <= set(state["config"]["prior"])) == (model == "noisy_or")
+    assert state["config"]["model"] == model
     clone = ThompsonPolicy.from_state(state)
     # Then the state is identical, and both continue identically
     assert json.dumps(clone.state()) == text
@@ -172,8 +180,8 @@ def test_state_round_trip_is_exact_and_continues_identically() -> None:
 
 
 def test_a_version_1_state_loads_with_the_discount_column_at_its_prior() -> None:
-    # Given a learned state as version 1 stored it: no discount_per_10pct column, and lag
-    # counts per channel timed from the send
+    # Given a learned state as version 1 stored it: a logistic model with no
+    # discount_per_10pct column, and lag counts per channel timed from the send
     policy = _policy(12, batch_size=10_000)
     for i in range(400):
         d = policy.choose(context(), now=START + timedelta(minutes=i))
@@ -196,9 +204,13 @@ def test_a_version_1_state_loads_with_the_discount_column_at_its_prior() -> None
         "mean": np.delete(policy.mean, slope, axis=1).tolist(),
         "precision": policy.precision[np.ix_(keep, keep)].tolist(),
         "lag_counts": {"email": [5.0] * 21, "sms": [1.0] * 21, "holdout": [2.0] * 21},
+        "config": {k: v for k, v in state["config"].items() if k != "model"},
     }
     # When it is loaded
     loaded = ThompsonPolicy.from_state(old)
+    # Then it is a logistic model, with the prior it learned under
+    assert loaded.model == "logistic"
+    assert loaded.prior == policy.prior
     # Then the learned weights are kept, the new column starts at its prior, independent of
     # the rest, and the lag distributions start again from their priors
     np.testing.assert_array_equal(np.delete(loaded.mean, slope, axis=1), old["mean"])
@@ -212,12 +224,48 @@ def test_a_version_1_state_loads_with_the_discount_column_at_its_prior() -> None
     fresh = _policy(12)
     for key, lag in loaded.lags.items():
         np.testing.assert_array_equal(lag.counts, fresh.lags[key].counts)
-    # And it decides and saves as version 2
+    # And it decides and saves as version 2, still a logistic model
     loaded.choose(context(), now=START + timedelta(hours=9))
     assert loaded.state()["version"] == 2
+    assert loaded.state()["config"]["model"] == "logistic"
     # While a column it does not know is refused by name
     with pytest.raises(ValueError, match="discount=99%"):
         ThompsonPolicy.from_state({**old, "columns": [*old["columns"][:-1], "discount=99%"]})
+
+
+def test_a_version_2_state_continues_as_the_logistic_model_it_learned() -> None:
+    # Given a logistic policy that has learned, saved as version 2 saved it (no model key)
+    policy = _policy(13, batch_size=10_000)
+    for i in range(300):
+        d = policy.choose(context(), now=START + timedelta(minutes=i))
+        policy.record(
+            d,
+            converted=i % 6 == 0,
+            order_value=80.0,
+            message_sent=True,
+            at=START + timedelta(hours=5),
+        )
+    policy.update()
+    state = json.loads(json.dumps(policy.state()))
+    old = {
+        **state,
+        "version": 2,
+        "config": {k: v for k, v in state["config"].items() if k != "model"},
+    }
+    # When it is loaded
+    loaded = ThompsonPolicy.from_state(old)
+    # Then it is the same logistic policy: same posterior, same next decisions
+    assert loaded.model == "logistic"
+    np.testing.assert_array_equal(loaded.mean, policy.mean)
+    now = START + timedelta(hours=6)
+    a = [policy.choose(context(), now=now) for _ in range(20)]
+    b = [loaded.choose(context(), now=now) for _ in range(20)]
+    assert [(d.arm, d.propensity) for d in a] == [(d.arm, d.propensity) for d in b]
+    # While an unknown model or version is refused by name
+    with pytest.raises(ValueError, match="model"):
+        ThompsonPolicy.from_state({**state, "config": {**state["config"], "model": "probit"}})
+    with pytest.raises(ValueError, match="version"):
+        ThompsonPolicy.from_state({**state, "version": 4})
 
 
 def test_extra_features_are_learned_and_unknown_values_tolerated() -> None:
@@ -240,6 +288,7 @@ def test_extra_features_are_learned_and_unknown_values_tolerated() -> None:
         ({"batch_size": 0}, "batch_size"),
         ({"exploration": 0.0}, "exploration"),
         ({"holdout_share": 1.0}, "holdout_share"),
+        ({"model": "probit"}, "model"),
     ],
 )
 def test_invalid_config_names_the_parameter(kwargs: dict[str, object], name: str) -> None:

@@ -22,6 +22,7 @@ from optimizer.simulate import (
     run_policy,
     write_regret_png,
 )
+from optimizer.thompson import ThompsonPolicy
 
 
 def test_shipped_scenarios_load_and_are_realistic() -> None:
@@ -103,14 +104,18 @@ def test_oracle_respects_reachability() -> None:
             assert arm.is_holdout or arm.channel in channels
 
 
-def test_thompson_learns_in_the_simulator_and_progress_is_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["thompson", "thompson-noisy-or"])
+def test_thompson_learns_in_the_simulator_and_progress_is_reported(
+    tmp_path: Path, name: str
+) -> None:
     # Given 2,500 carts of the grocery store (where sending costly things loses money)
     scenario = load_scenario("grocery")
     carts = draw_carts(scenario, 2500, np.random.default_rng(9))
     seen: list[int] = []
-    ours = run_policy(
-        scenario, make_policy("thompson", scenario, 9), carts, on_progress=seen.append
-    )
+    policy = make_policy(name, scenario, 9)
+    assert isinstance(policy, ThompsonPolicy)
+    assert policy.model == ("noisy_or" if name.endswith("noisy-or") else "logistic")
+    ours = run_policy(scenario, policy, carts, on_progress=seen.append)
     uniform = run_policy(scenario, make_policy("random", scenario, 9), carts)
     # Then every cart was reported, and ours earns more than uniform random choices. The
     # per-cart profit difference has sd ~ 6; over 2,500 carts that is a standard error of
@@ -195,4 +200,4 @@ def test_cli_runs_and_prints_a_table(tmp_path: Path) -> None:
     assert out.exists()
     bad = CliRunner().invoke(app, ["--scenario", "grocery", "--policy", "nope"])
     assert bad.exit_code != 0
-    assert set(POLICIES) >= {"thompson", "schedule", "random", "epsilon-greedy", "oracle"}
+    assert set(POLICIES) >= {"thompson", "thompson-noisy-or", "schedule", "random", "oracle"}
