@@ -178,19 +178,21 @@ def test_pending_decisions_of_a_long_delay_are_not_over_rated() -> None:
         assert abs(estimates[_index(policy, arm)] - rate) < 4 * se, (arm.key, estimates, n)
 
 
-def test_holdout_is_learned_and_wins_for_customers_who_buy_anyway() -> None:
-    # Given returning customers who buy anyway (30 %) and whom messages only annoy, and new
-    # customers whom messages help (the noisy-OR model cannot learn that a message loses
-    # orders: it assumes it never does; see the next test)
-    truth = {
-        "returning": {HOLDOUT: 0.30, EMAIL: 0.25, EMAIL10: 0.27, SMS: 0.24, EMAIL_LATE: 0.25},
-        "new": {HOLDOUT: 0.03, EMAIL: 0.08, EMAIL10: 0.09, SMS: 0.12, EMAIL_LATE: 0.07},
-    }
+_NEW = {HOLDOUT: 0.03, EMAIL: 0.08, EMAIL10: 0.09, SMS: 0.12, EMAIL_LATE: 0.07}
+
+
+def _returning_and_new(
+    returning: Mapping[Arm, float], model: str
+) -> tuple[ThompsonPolicy, list[Any], np.ndarray, np.ndarray]:
+    """8,000 decisions alternating returning customers (``returning``: conversion by arm)
+    and new ones whom messages help; the policy, its decisions, and its choice
+    probabilities for a returning and a new customer."""
+    truth = {"returning": returning, "new": _NEW}
 
     def p(ctx: Mapping[str, Any], arm: Arm, _hours: float) -> float:
         return truth[ctx["customer_type"]][arm]
 
-    policy = ThompsonPolicy(ARMS, ECON, seed=3)
+    policy = ThompsonPolicy(ARMS, ECON, seed=3, model=model)
     made = run(
         policy,
         p,
@@ -198,42 +200,43 @@ def test_holdout_is_learned_and_wins_for_customers_who_buy_anyway() -> None:
         n=8000,
         rng=np.random.default_rng(3),
     )
-    returning, new = (
+    return (
+        policy,
+        made,
         policy.probabilities(context("returning")),
         policy.probabilities(context("new")),
     )
+
+
+def _returning_holdout_estimate_error(
+    policy: ThompsonPolicy, made: list[Any]
+) -> tuple[float, float]:
+    """The holdout estimate's error for returning customers (truth 30 %), and 4 standard
+    errors of the holdout plays it rests on."""
+    n = _plays(made, HOLDOUT, lambda d: d.context["customer_type"] == "returning")
+    estimate = policy.conversion_probability(context("returning"))[_index(policy, HOLDOUT)]
+    return abs(estimate - 0.30), 4 * math.sqrt(0.3 * 0.7 / n)
+
+
+def test_holdout_is_learned_and_wins_for_customers_who_buy_anyway() -> None:
+    # Given returning customers who buy anyway (30 %) and whom messages only annoy, and new
+    # customers whom messages help (the noisy-OR model cannot learn that a message loses
+    # orders: it assumes it never does; see the next test)
+    annoyed = {HOLDOUT: 0.30, EMAIL: 0.25, EMAIL10: 0.27, SMS: 0.24, EMAIL_LATE: 0.25}
+    policy, made, returning, new = _returning_and_new(annoyed, "logistic")
     # Then the policy mostly sends nothing to returning customers, and something to new ones
     assert returning[_index(policy, HOLDOUT)] >= 0.5, returning
     assert new[_index(policy, HOLDOUT)] <= 0.1, new
     # And the holdout arm's estimate for returning customers is within 4 standard errors
-    n = _plays(made, HOLDOUT, lambda d: d.context["customer_type"] == "returning")
-    estimate = policy.conversion_probability(context("returning"))[_index(policy, HOLDOUT)]
-    assert abs(estimate - 0.30) < 4 * math.sqrt(0.3 * 0.7 / n), (estimate, n)
+    error, bound = _returning_holdout_estimate_error(policy, made)
+    assert error < bound, (error, bound)
 
 
 def test_noisy_or_sends_nothing_costly_to_customers_who_buy_anyway() -> None:
     # Given returning customers who buy anyway (30 %) whatever they are sent, and new
     # customers whom messages help, learned by the noisy-OR model
-    truth = {
-        "returning": {HOLDOUT: 0.30, EMAIL: 0.30, EMAIL10: 0.30, SMS: 0.30, EMAIL_LATE: 0.30},
-        "new": {HOLDOUT: 0.03, EMAIL: 0.08, EMAIL10: 0.09, SMS: 0.12, EMAIL_LATE: 0.07},
-    }
-
-    def p(ctx: Mapping[str, Any], arm: Arm, _hours: float) -> float:
-        return truth[ctx["customer_type"]][arm]
-
-    policy = ThompsonPolicy(ARMS, ECON, seed=3, model="noisy_or")
-    made = run(
-        policy,
-        p,
-        lambda i, rng: context("returning" if i % 2 else "new"),
-        n=8000,
-        rng=np.random.default_rng(3),
-    )
-    returning, new = (
-        policy.probabilities(context("returning")),
-        policy.probabilities(context("new")),
-    )
+    indifferent = dict.fromkeys((HOLDOUT, EMAIL, EMAIL10, SMS, EMAIL_LATE), 0.30)
+    policy, made, returning, new = _returning_and_new(indifferent, "noisy_or")
     # Then returning customers get nothing costly: no SMS (3 cents) and no discount (10 % of
     # an order they would place anyway), while new customers get a message
     costly = returning[_index(policy, SMS)] + returning[_index(policy, EMAIL10)]
@@ -241,9 +244,8 @@ def test_noisy_or_sends_nothing_costly_to_customers_who_buy_anyway() -> None:
     assert new[_index(policy, HOLDOUT)] <= 0.1, new
     # And the model puts returning customers' orders down to organic buying: its estimate of
     # their holdout rate is within 4 standard errors of 30 %
-    n = _plays(made, HOLDOUT, lambda d: d.context["customer_type"] == "returning")
-    estimate = policy.conversion_probability(context("returning"))[_index(policy, HOLDOUT)]
-    assert abs(estimate - 0.30) < 4 * math.sqrt(0.3 * 0.7 / n), (estimate, n)
+    error, bound = _returning_holdout_estimate_error(policy, made)
+    assert error < bound, (error, bound)
 
 
 def test_forgetting_follows_a_change_within_days() -> None:

@@ -42,6 +42,23 @@ def _policy(seed: int = 7, **kwargs: object) -> ThompsonPolicy:
     return ThompsonPolicy(GRID, ECON, seed=seed, **kwargs)  # type: ignore[arg-type]
 
 
+def _learned(seed: int, *, decisions: int, every: int, hours: float) -> ThompsonPolicy:
+    """A policy that has decided once a minute and learned that every ``every``-th
+    decision converted, all recorded ``hours`` after the start and folded in."""
+    policy = _policy(seed, batch_size=10_000)
+    for i in range(decisions):
+        d = policy.choose(context(), now=START + timedelta(minutes=i))
+        policy.record(
+            d,
+            converted=i % every == 0,
+            order_value=80.0,
+            message_sent=True,
+            at=START + timedelta(hours=hours),
+        )
+    policy.update()
+    return policy
+
+
 def test_public_api_is_exported() -> None:
     # Given the package, then the contract names are importable from it
     for name in ("Arm", "Economics", "ThompsonPolicy", "Policy", "Decision", "Prior"):
@@ -182,17 +199,7 @@ def test_state_round_trip_is_exact_and_continues_identically(model: str) -> None
 def test_a_version_1_state_loads_with_the_discount_column_at_its_prior() -> None:
     # Given a learned state as version 1 stored it: a logistic model with no
     # discount_per_10pct column, and lag counts per channel timed from the send
-    policy = _policy(12, batch_size=10_000)
-    for i in range(400):
-        d = policy.choose(context(), now=START + timedelta(minutes=i))
-        policy.record(
-            d,
-            converted=i % 5 == 0,
-            order_value=80.0,
-            message_sent=True,
-            at=START + timedelta(hours=8),
-        )
-    policy.update()
+    policy = _learned(12, decisions=400, every=5, hours=8)
     state = json.loads(json.dumps(policy.state()))
     slope = state["columns"].index("discount_per_10pct")
     n_rows, n_cols = policy.mean.shape
@@ -235,17 +242,7 @@ def test_a_version_1_state_loads_with_the_discount_column_at_its_prior() -> None
 
 def test_a_version_2_state_continues_as_the_logistic_model_it_learned() -> None:
     # Given a logistic policy that has learned, saved as version 2 saved it (no model key)
-    policy = _policy(13, batch_size=10_000)
-    for i in range(300):
-        d = policy.choose(context(), now=START + timedelta(minutes=i))
-        policy.record(
-            d,
-            converted=i % 6 == 0,
-            order_value=80.0,
-            message_sent=True,
-            at=START + timedelta(hours=5),
-        )
-    policy.update()
+    policy = _learned(13, decisions=300, every=6, hours=5)
     state = json.loads(json.dumps(policy.state()))
     old = {
         **state,
