@@ -698,25 +698,18 @@ class ThompsonPolicy:
             w_neg = np.concatenate([w_neg, delta])
             self._forget_stale(clock)
         factor = None
-        if arms.size and self.model == "noisy_or":
-            mean, self.precision, factor = _laplace_fit_nor(
-                self.mean,
-                self.precision,
-                self.precision @ self.mean.ravel() if eta is None else eta,
-                rows,
-                self._v_design,
-                arms,
-                w_pos,
-                w_neg,
+        if arms.size:
+            fit, patterns = (
+                (_laplace_fit_nor, self._v_design)
+                if self.model == "noisy_or"
+                else (_laplace_fit, self.design.matrix)
             )
-            self.mean = mean
-        elif arms.size:
-            mean, self.precision, factor = _laplace_fit(
+            mean, self.precision, factor = fit(
                 self.mean,
                 self.precision,
                 self.precision @ self.mean.ravel() if eta is None else eta,
                 rows,
-                self.design.matrix,
+                patterns,
                 arms,
                 w_pos,
                 w_neg,
