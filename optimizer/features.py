@@ -13,6 +13,12 @@ of every message instead of the holdout's.)
 
 Every slot has an ``other`` row for missing or unexpected values, so the number of rows is
 fixed when the policy is built and a context always activates the same number of rows.
+
+An optional slot is a cross of two others, device × cart-value tier, for a case where a sum of
+one-slot effects cannot say what shoppers do. Mobile shoppers answer best within half an hour
+and big carts a day later, but a big cart on a phone still wants its day, not the sum of a
+"mobile: send now" and a "big cart: wait" effect on the delay (which lands in between, at
+half a day). The cross's rows carry that correction, shared by the cart values of a tier.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ RowFunction = Callable[[Mapping[str, Any]], list[int]]
 CART_VALUE_EDGES = (20.0, 30.0, 45.0, 70.0, 100.0, 150.0, 220.0, 330.0, 500.0, 750.0)
 #: Local-hour buckets: night, morning, afternoon, evening.
 HOUR_EDGES = (6, 12, 18)
+#: Cart-value tiers of the device × cart-value cross, coarser than the buckets above so that
+#: each of its rows (device × tier) sees enough carts.
+CROSS_VALUE_EDGES = (30.0, 70.0, 150.0, 330.0, 750.0)
+#: The name of the cross slot (its rows are named ``device×cart_value=mobile|150-330``).
+CROSS_SLOT = "device×cart_value"
 
 _CATEGORICAL: dict[str, tuple[str, ...]] = {
     "customer_type": ("new", "returning"),
@@ -54,24 +65,30 @@ class ContextFeatures:
         max_touches: touches 1..max_touches each get their own row.
         extra_features: optional extra categorical keys and their known values; other keys of
             a context are ignored. Values not listed fall into the key's ``other`` row.
+        cross: include the device × cart-value cross slot (see the module docstring).
     """
 
     max_touches: int = 3
     extra_features: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    cross: bool = False
 
     @classmethod
     def build(
-        cls, max_touches: int = 3, extra_features: Mapping[str, Sequence[str]] | None = None
+        cls,
+        max_touches: int = 3,
+        extra_features: Mapping[str, Sequence[str]] | None = None,
+        *,
+        cross: bool = False,
     ) -> ContextFeatures:
         extra = tuple(
             (str(k), tuple(str(v) for v in values)) for k, values in (extra_features or {}).items()
         )
         for key, values in extra:
-            if key in _SLOT_KEYS:
+            if key in _SLOT_KEYS or key == CROSS_SLOT:
                 raise ValueError(f"extra_features: {key!r} is already a built-in feature")
             if not values:
                 raise ValueError(f"extra_features[{key!r}] must list at least one value")
-        return cls(max_touches=max_touches, extra_features=extra)
+        return cls(max_touches=max_touches, extra_features=extra, cross=cross)
 
     @property
     def names(self) -> list[str]:
@@ -90,8 +107,18 @@ class ContextFeatures:
         """Active rows per context, intercept included."""
         return 1 + len(self._slots())
 
+    @property
+    def cross_rows(self) -> range:
+        """The rows of the device × cart-value cross slot (empty without it)."""
+        start = 1
+        for key, labels in self._slots():
+            if key == CROSS_SLOT:
+                return range(start, start + len(labels) + 1)
+            start += len(labels) + 1
+        return range(0)
+
     def _slots(self) -> list[tuple[str, tuple[str, ...]]]:
-        return _slots(self.max_touches, self.extra_features)
+        return _slots(self.max_touches, self.extra_features, self.cross)
 
     def rows(self, context: Mapping[str, Any]) -> list[int]:
         """Indices of the rows a context activates (length :attr:`n_slots`)."""
@@ -99,7 +126,7 @@ class ContextFeatures:
 
     def row_function(self) -> RowFunction:
         """A fast function mapping a context to :meth:`rows` (built once per configuration)."""
-        return _rows_fn(self.max_touches, self.extra_features)
+        return _rows_fn(self.max_touches, self.extra_features, self.cross)
 
 
 _SLOT_KEYS = (
@@ -113,12 +140,16 @@ _SLOT_KEYS = (
 )
 
 
+def _value_labels(edges: Sequence[float]) -> list[str]:
+    labels = [f"<{edges[0]:g}"]
+    labels += [f"{a:g}-{b:g}" for a, b in itertools.pairwise(edges)]
+    return [*labels, f">={edges[-1]:g}"]
+
+
 def _slots(
-    max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...]
+    max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...], cross: bool
 ) -> list[tuple[str, tuple[str, ...]]]:
-    value_labels = [f"<{CART_VALUE_EDGES[0]:g}"]
-    value_labels += [f"{a:g}-{b:g}" for a, b in itertools.pairwise(CART_VALUE_EDGES)]
-    value_labels += [f">={CART_VALUE_EDGES[-1]:g}"]
+    value_labels = _value_labels(CART_VALUE_EDGES)
     slots: list[tuple[str, tuple[str, ...]]] = [
         ("customer_type", _CATEGORICAL["customer_type"]),
         ("device", _CATEGORICAL["device"]),
@@ -128,19 +159,25 @@ def _slots(
         ("touch", tuple(str(t) for t in range(1, max_touches + 1))),
         ("local_hour", ("night", "morning", "afternoon", "evening")),
     ]
+    if cross:
+        tiers = _value_labels(CROSS_VALUE_EDGES)
+        labels = tuple(f"{d}|{t}" for d in _CATEGORICAL["device"] for t in tiers)
+        slots.append((CROSS_SLOT, labels))
     return slots + list(extra)
 
 
-_ROW_FNS: dict[tuple[int, tuple[tuple[str, tuple[str, ...]], ...]], RowFunction] = {}
+_ROW_FNS: dict[tuple[int, tuple[tuple[str, tuple[str, ...]], ...], bool], RowFunction] = {}
 
 
-def _rows_fn(max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...]) -> RowFunction:
+def _rows_fn(
+    max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...], cross: bool
+) -> RowFunction:
     """Build (once per configuration) a fast closure mapping a context to its row indices."""
-    key = (max_touches, extra)
+    key = (max_touches, extra, cross)
     fn = _ROW_FNS.get(key)
     if fn is not None:
         return fn
-    slots = _slots(max_touches, extra)
+    slots = _slots(max_touches, extra, cross)
     offsets: dict[str, int] = {}
     lookups: dict[str, dict[str, int]] = {}
     start = 1
@@ -163,6 +200,12 @@ def _rows_fn(max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...]) -
     extras = [(name, lookups[name], offsets[name] + len(labels)) for name, labels in extra]
     edges = CART_VALUE_EDGES
     hour_edges = HOUR_EDGES
+    # Cross rows: device d's tiers start at x0 + d * n_tiers; x_o is the slot's "other" row.
+    x0 = offsets.get(CROSS_SLOT, 0)
+    n_tiers = len(CROSS_VALUE_EDGES) + 1
+    x_o = x0 + len(_CATEGORICAL["device"]) * n_tiers
+    device_tier0 = {d: x0 + i * n_tiers for i, d in enumerate(_CATEGORICAL["device"])}
+    tier_edges = CROSS_VALUE_EDGES
 
     def rows(context: Mapping[str, Any]) -> list[int]:
         get: Callable[..., Any] = context.get
@@ -175,9 +218,10 @@ def _rows_fn(max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...]) -
         value = get("cart_value")
         try:
             v = float(value)
-            out.append(cv0 + bisect.bisect_right(edges, v) if math.isfinite(v) else cv_o)
         except (TypeError, ValueError):
-            out.append(cv_o)
+            v = math.nan
+        finite = math.isfinite(v)
+        out.append(cv0 + bisect.bisect_right(edges, v) if finite else cv_o)
         try:
             pa = int(get("previous_abandons", 0))
             out.append(pa0 + min(pa, 3) if pa >= 0 else pa_o)
@@ -193,6 +237,12 @@ def _rows_fn(max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...]) -
             out.append(h0 + bisect.bisect_right(hour_edges, hour) if 0 <= hour <= 23 else h_o)
         except (TypeError, ValueError):
             out.append(h_o)
+        if cross:
+            tier0 = device_tier0.get(get("device"))
+            if tier0 is None or not finite:
+                out.append(x_o)
+            else:
+                out.append(tier0 + bisect.bisect_right(tier_edges, v))
         for name, lookup, other in extras:
             raw = get(name)
             out.append(lookup.get(str(raw), other) if raw is not None else other)

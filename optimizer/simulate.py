@@ -50,6 +50,7 @@ IntArray = npt.NDArray[np.int64]
 POLICIES = (
     "thompson",
     "thompson-noisy-or",
+    "thompson-cross",
     "schedule",
     "random",
     "epsilon-greedy",
@@ -223,7 +224,7 @@ def make_policy(name: str, scenario: Scenario, seed: int) -> Policy:
     rng = np.random.default_rng(seed)
     arms = scenario.arms
     touches = scenario.max_touches
-    if name in ("thompson", "thompson-noisy-or"):
+    if name in ("thompson", "thompson-noisy-or", "thompson-cross"):
         return ThompsonPolicy(
             arms,
             scenario.economics,
@@ -231,6 +232,7 @@ def make_policy(name: str, scenario: Scenario, seed: int) -> Policy:
             max_touches=touches,
             attribution_window=timedelta(hours=scenario.attribution_window_hours),
             model="noisy_or" if name == "thompson-noisy-or" else "logistic",
+            cross_features=name == "thompson-cross",
         )
     if name == "schedule":
         offsets = (60, 24 * 60, 72 * 60)[:touches]

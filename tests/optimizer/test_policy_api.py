@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from datetime import timedelta
 
 import numpy as np
@@ -42,10 +43,12 @@ def _policy(seed: int = 7, **kwargs: object) -> ThompsonPolicy:
     return ThompsonPolicy(GRID, ECON, seed=seed, **kwargs)  # type: ignore[arg-type]
 
 
-def _learned(seed: int, *, decisions: int, every: int, hours: float) -> ThompsonPolicy:
+def _learned(
+    seed: int, *, decisions: int, every: int, hours: float, cross_features: bool = False
+) -> ThompsonPolicy:
     """A policy that has decided once a minute and learned that every ``every``-th
     decision converted, all recorded ``hours`` after the start and folded in."""
-    policy = _policy(seed, batch_size=10_000)
+    policy = _policy(seed, batch_size=10_000, cross_features=cross_features)
     for i in range(decisions):
         d = policy.choose(context(), now=START + timedelta(minutes=i))
         policy.record(
@@ -152,10 +155,15 @@ def test_deterministic_for_a_seed(seed: int) -> None:
     assert runs[0] == runs[1]
 
 
-@pytest.mark.parametrize("model", ["logistic", "noisy_or"])
-def test_state_round_trip_is_exact_and_continues_identically(model: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "cross", "version"),
+    [("logistic", True, 4), ("noisy_or", True, 4), ("logistic", False, 2), ("noisy_or", False, 3)],
+)
+def test_state_round_trip_is_exact_and_continues_identically(
+    model: str, cross: bool, version: int
+) -> None:
     # Given a policy with a learned posterior, pending decisions and buffered records
-    policy = _policy(11, batch_size=10_000, model=model)
+    policy = _policy(11, batch_size=10_000, model=model, cross_features=cross)
     decisions = [policy.choose(context(), now=START + timedelta(minutes=i)) for i in range(300)]
     for i, d in enumerate(decisions[:200]):
         policy.record(
@@ -173,13 +181,17 @@ def test_state_round_trip_is_exact_and_continues_identically(model: str) -> None
     # When it goes through JSON and back
     text = json.dumps(policy.state())
     state = json.loads(text)
-    # (a logistic policy saves version 2, which workers not yet upgraded can read: its
-    # prior holds only the fields version 2 knew)
-    assert state["version"] == {"logistic": 2, "noisy_or": STATE_VERSION}[model]
-    assert STATE_VERSION == 3
+    # (a policy saves the oldest version that holds it, which workers not yet upgraded can
+    # read: without the cross rows, the default, a logistic policy saves version 2 and a
+    # noisy-OR one version 3, their priors holding only the fields those versions knew)
+    assert state["version"] == version
+    assert STATE_VERSION == 4
     noisy_or_only = {"message_rate", "sd_response_context"}
     assert (noisy_or_only <= set(state["config"]["prior"])) == (model == "noisy_or")
+    assert ("cross_scale" in state["config"]["prior"]) == cross
+    assert state["config"].get("cross_features", False) == cross
     assert state["config"]["model"] == model
+    assert len(state["rows"]) == (57 if cross else 38)
     clone = ThompsonPolicy.from_state(state)
     # Then the state is identical, and both continue identically
     assert json.dumps(clone.state()) == text
@@ -258,11 +270,51 @@ def test_a_version_2_state_continues_as_the_logistic_model_it_learned() -> None:
     a = [policy.choose(context(), now=now) for _ in range(20)]
     b = [loaded.choose(context(), now=now) for _ in range(20)]
     assert [(d.arm, d.propensity) for d in a] == [(d.arm, d.propensity) for d in b]
+    # And it keeps its rows (no cross rows, which it did not learn) and saves version 2
+    assert not loaded.features.cross
+    assert loaded.state()["version"] == 2
     # While an unknown model or version is refused by name
     with pytest.raises(ValueError, match="model"):
         ThompsonPolicy.from_state({**state, "config": {**state["config"], "model": "probit"}})
     with pytest.raises(ValueError, match="version"):
-        ThompsonPolicy.from_state({**state, "version": 4})
+        ThompsonPolicy.from_state({**state, "version": 5})
+
+
+def test_device_by_cart_value_cross_rows() -> None:
+    # Given a policy that learns the device x cart-value cross rows
+    policy = _policy(3, cross_features=True)
+    names = policy.features.names
+    cross = policy.features.cross_rows
+
+    def cross_row(ctx: Mapping[str, object]) -> str:
+        rows = policy.features.rows(ctx)
+        assert len(rows) == policy.features.n_slots
+        (mine,) = [r for r in rows if r in cross]
+        return names[mine]
+
+    # Then a context activates one row of the cross: its device and cart-value tier
+    for device, value, tier in (("mobile", 200.0, "150-330"), ("desktop", 20.0, "<30")):
+        assert (
+            cross_row({"device": device, "cart_value": value})
+            == f"device×cart_value={device}|{tier}"
+        )
+    assert cross_row({"device": "tablet", "cart_value": 750.0}) == "device×cart_value=tablet|>=750"
+    # And a missing or unknown device, or a cart value that is no number, its "other" row
+    for ctx in (
+        {"cart_value": 200.0},
+        {"device": "watch", "cart_value": 200.0},
+        {"device": "mobile", "cart_value": "lots"},
+        {"device": "mobile", "cart_value": float("nan")},
+    ):
+        assert cross_row(ctx) == "device×cart_value=other", ctx
+    # And its prior is cross_scale times as wide as the same cells of other context rows
+    sd = policy.prior_precision**-0.5
+    mobile = names.index("device=mobile")
+    np.testing.assert_allclose(sd[cross.start], policy.prior.cross_scale * sd[mobile])
+    # While by default the rows are those of earlier versions
+    plain = _policy(3)
+    assert not any(n.startswith("device×") for n in plain.features.names)
+    assert plain.features.n_slots == policy.features.n_slots - 1
 
 
 def test_extra_features_are_learned_and_unknown_values_tolerated() -> None:

@@ -104,7 +104,7 @@ def test_oracle_respects_reachability() -> None:
             assert arm.is_holdout or arm.channel in channels
 
 
-@pytest.mark.parametrize("name", ["thompson", "thompson-noisy-or"])
+@pytest.mark.parametrize("name", ["thompson", "thompson-noisy-or", "thompson-cross"])
 def test_thompson_learns_in_the_simulator_and_progress_is_reported(
     tmp_path: Path, name: str
 ) -> None:
@@ -115,6 +115,7 @@ def test_thompson_learns_in_the_simulator_and_progress_is_reported(
     policy = make_policy(name, scenario, 9)
     assert isinstance(policy, ThompsonPolicy)
     assert policy.model == ("noisy_or" if name.endswith("noisy-or") else "logistic")
+    assert policy.features.cross == (name == "thompson-cross")
     ours = run_policy(scenario, policy, carts, on_progress=seen.append)
     uniform = run_policy(scenario, make_policy("random", scenario, 9), carts)
     # Then every cart was reported, and ours earns more than uniform random choices. The
