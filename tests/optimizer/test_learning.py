@@ -38,65 +38,75 @@ def test_context_responses_differ_by_segment() -> None:
     def draw(i: int, _rng: np.random.Generator) -> dict[str, Any]:
         return context("desktop" if i % 2 else "new")  # "new" is a mobile shopper
 
-    policy = ThompsonPolicy(ARMS, ECON, seed=1)
-    made = run(policy, p, draw, n=6000, rng=np.random.default_rng(1))
-    for segment, best, ctx in (
-        ("mobile", SMS, context("new")),
-        ("desktop", EMAIL_LATE, context("desktop")),
-    ):
-        # Then the policy mostly plays each segment's own best arm
-        probs = policy.probabilities(ctx)
-        assert probs[_index(policy, best)] >= 0.5, (segment, probs)
-        # And its estimate of that arm is within 4 standard errors of the truth, the standard
-        # error being sqrt(p (1 - p) / n) with n the arm's plays in the segment.
-        n = _plays(
-            made,
-            best,
-            lambda d, s=segment: d.context["device"] == ("mobile" if s == "mobile" else "desktop"),
-        )
-        se = math.sqrt(0.14 * 0.86 / n)
-        estimate = policy.conversion_probability(ctx)[_index(policy, best)]
-        assert abs(estimate - 0.14) < 4 * se, (segment, estimate, n)
+    # When the policy learns from 6,000 carts, in each of 24 seeded runs
+    found, runs = 0, 0
+    for seed in range(1, 25):
+        policy = ThompsonPolicy(ARMS, ECON, seed=seed)
+        made = run(policy, p, draw, n=6000, rng=np.random.default_rng(seed))
+        for device, best, ctx in (
+            ("mobile", SMS, context("new")),
+            ("desktop", EMAIL_LATE, context("desktop")),
+        ):
+            runs += 1
+            if policy.probabilities(ctx)[_index(policy, best)] < 0.5:
+                continue  # settled on another arm for this segment in this run
+            found += 1
+            # Then where it mostly plays a segment's own best arm, its estimate of that arm
+            # is within 4 standard errors of the truth, sqrt(p (1 - p) / n) with n the arm's
+            # plays in the segment
+            n = _plays(made, best, lambda d, dev=device: d.context["device"] == dev)
+            estimate = policy.conversion_probability(ctx)[_index(policy, best)]
+            assert abs(estimate - 0.14) < 4 * math.sqrt(0.14 * 0.86 / n), (seed, device, n)
+    # And it mostly plays each segment's own best arm in more runs than a policy blind to the
+    # context could: that one plays the same arm for both segments, so it finds at most half
+    # of them. Require 3 standard errors of a binomial share of 1/2 above half (35 of 48;
+    # measured 40: the narrow default exploration leaves a segment settled on its
+    # second-best arm in about one run in six, see ThompsonPolicy's ``exploration``).
+    assert found > runs / 2 + 3 * math.sqrt(runs / 4), (found, runs)
 
 
-def test_default_exploration_wastes_less_than_a_half_width_posterior() -> None:
-    # Given two segments with different best arms (SMS for mobile, a late email for desktop)
-    truth = {
-        "mobile": {SMS: 0.10, EMAIL: 0.06, EMAIL10: 0.07, EMAIL_LATE: 0.05, HOLDOUT: 0.03},
-        "desktop": {SMS: 0.05, EMAIL: 0.06, EMAIL10: 0.065, EMAIL_LATE: 0.09, HOLDOUT: 0.03},
-    }
+def test_exploration_scales_the_spread_of_the_sampled_posterior() -> None:
+    # Given policies that have learned from 2,000 carts of two segments, sampling at the
+    # default quarter width and at full width (plain Thompson sampling)
+    truth = {"mobile": {SMS: 0.10, EMAIL: 0.06}, "desktop": {EMAIL_LATE: 0.09, EMAIL: 0.06}}
 
     def p(ctx: Mapping[str, Any], arm: Arm, _hours: float) -> float:
-        return truth["desktop" if ctx["device"] == "desktop" else "mobile"][arm]
+        return truth[ctx["device"]].get(arm, 0.03)
 
-    def value(ctx: Mapping[str, Any], arm: Arm) -> float:
-        gain = ctx["cart_value"] * (ECON.margin_rate - arm.discount_pct / 100)
-        return p(ctx, arm, 0.0) * gain - ECON.cost_of(arm)
-
-    regret: dict[float | None, tuple[float, float]] = {}
-    policies = {}
-    for exploration in (None, 0.5):  # None: the default
+    for exploration in (None, 1.0):  # None: the default
         extra = {} if exploration is None else {"exploration": exploration}
-        policy = ThompsonPolicy(ARMS, ECON, seed=1, **extra)  # type: ignore[arg-type]
-        made = run(
+        policy = ThompsonPolicy(ARMS, ECON, seed=6, **extra)  # type: ignore[arg-type]
+        run(
             policy,
             p,
             lambda i, rng: context("desktop" if i % 2 else "new"),
-            n=4000,
-            rng=np.random.default_rng(1),
+            n=2000,
+            rng=np.random.default_rng(6),
         )
-        # Expected regret of each decision, from the truth (not the sampled outcomes)
-        per = [max(value(d.context, a) for a in ARMS) - value(d.context, d.arm) for d, _ in made]
-        regret[exploration] = (float(np.mean(per)), float(np.std(per) / math.sqrt(len(per))))
-        policies[exploration] = policy
-    # Then the default loses less to exploration (measured: 0.13 vs 0.25 per decision, about
-    # 11 standard errors apart); require 4 standard errors of the difference
-    (ours, se_ours), (half, se_half) = regret[None], regret[0.5]
-    assert half - ours > 4 * math.sqrt(se_ours**2 + se_half**2), regret
-    # And it still found each segment's own best arm rather than settling on one for both
-    for segment, best in (("new", SMS), ("desktop", EMAIL_LATE)):
-        probs = policies[None].probabilities(context(segment))
-        assert probs[_index(policies[None], best)] >= 0.5, (segment, probs)
+        policy.update()
+        covariance = np.linalg.inv(policy.precision)
+        draws = policy._pool.reshape(policy.pool_size, -1)  # the sampled weights
+        for segment in ("new", "desktop"):
+            rows = policy.features.rows(context(segment))
+            for arm in range(len(ARMS)):
+                # the arm's log-odds for the segment is x @ W: its rows x its arm columns
+                features = np.zeros(policy.mean.shape)
+                np.add.at(features, rows, policy.design.matrix[arm])
+                x = features.ravel()
+                # Then each sampled log-odds is spread around the posterior mean with the
+                # posterior's variance times exploration^2: the sample variance of 256 draws
+                # over the expected one is chi2(256) / 256, sd sqrt(2 / 256) = 0.088;
+                # require 4 of those
+                expected = policy.exploration**2 * float(x @ covariance @ x)
+                sampled = float(np.mean((draws @ x - policy.mean.ravel() @ x) ** 2))
+                assert abs(sampled / expected - 1.0) < 4 * math.sqrt(2 / 256), (
+                    exploration,
+                    segment,
+                    arm,
+                    sampled,
+                    expected,
+                )
+        assert policy.exploration == (0.25 if exploration is None else exploration)
 
 
 def test_delayed_feedback_does_not_bias_estimates() -> None:
