@@ -267,6 +267,13 @@ class ThompsonPolicy:
             The noisy-OR model (Newton tolerance 1e-6), 0.5 -> 0.25, mean of seeds 7, 11
             and 2025: apparel
             0.556/0.748 -> 0.587/0.720, grocery 0.327/0.474 -> 0.499/0.648.
+            Grocery's first 10,000 carts, 16 seeds (1-5, 7-16), 0.5 -> 0.25: share -0.135
+            -> 0.097 (paired difference +0.232, standard error 0.063); apparel's, 6 seeds:
+            +0.005 (0.015). The price: where two segments want opposite arms, narrow
+            sampling can settle one of them on its second-best arm for good. In the
+            two-segment world of ``test_learning`` (SMS for phones, a day-late email for
+            desktops, 6,000 carts, seeds 1-24) that happened in 8 of 48 segment runs at
+            0.25 and 2 of 48 at 0.5 (regret per decision 0.72 against 0.32).
         batch_size: records buffered before the posterior is refitted. A refit costs 10-30 ms
             (Newton steps on a full precision matrix of a few hundred weights), so it is
             amortised over many records; ``refit_interval`` keeps the posterior fresh when
@@ -285,18 +292,15 @@ class ThompsonPolicy:
             The model learned with them decides better: trained on 50,000 carts, then its
             posterior mean played greedily on 20,000 fresh carts (seed 7), apparel keeps
             0.818 of the achievable uplift against 0.717 without (big carts 0.75 against
-            0.56), grocery 0.514 against 0.458. Their 19 rows cost some exploration, so the
-            share captured while learning gains less: paired runs of 50,000 carts (all carts
-            / last 20 %), apparel seeds 7, 11, 2025 +0.043 / +0.096, +0.025 / -0.051,
-            +0.024 / -0.013; grocery -0.053 / +0.054, -0.047 / -0.049, +0.073 / +0.224;
-            electronics 7 -0.005 / -0.011; apparel-shift 7 +0.023 / +0.031; mean +0.010 /
-            +0.035 (standard errors 0.015 / 0.032). Off by default for now: with 57 context
-            rows instead of 38 the posterior has 798 weights instead of 532 and a refit
-            costs about half as much again (apparel, 20,000 carts learned, one thread, same
-            machine: refit of 20,000 records 382 -> 599 ms, ``record`` with its refits
-            53,700 -> 36,300/s, ``choose_many`` 18,000 -> 15,400/s, ``choose`` p99 174 ->
-            231 us), which the ``record`` target of 100,000/s does not allow yet. States
-            saved before version 4 load without the cross.
+            0.56), grocery 0.514 against 0.458. But their 19 rows cost exploration, and the
+            share captured while learning gains nothing: 20 paired runs of 50,000 carts (4
+            scenarios x seeds 1, 2, 7, 11, 2025), all carts -0.014 (standard error 0.022),
+            last 20 % +0.011 (0.017); apparel +0.019 / +0.001, apparel-shift +0.030 /
+            +0.020, electronics -0.017 / -0.011, grocery -0.087 / +0.036, where one run fell
+            from 0.45 to 0.08. And a refit costs about twice as much (798 weights instead of
+            532; apparel, 20,000 carts learned, one thread: ``record`` with its refits
+            202,000 -> 131,000/s). So it is off by default. States saved before version 4
+            load without the cross.
         model: ``"logistic"`` (the default) or ``"noisy_or"`` (organic and message-driven
             orders as independent causes); see the module docstring.
 
