@@ -16,15 +16,19 @@ Model
     seen to be paid by organic buyers too; in the logistic model every arm effect moves the
     log-odds of buying at all, until a context × arm interaction per arm learns otherwise.
     The noisy-OR model cannot learn that a message loses an order. Share of the achievable
-    uplift over 50,000 carts, 3 seeds (7, 11, 2025) × 2 runs (two Newton tolerances; single
-    runs differ by up to 0.2 in grocery), change against the logistic model, paired by seed:
-    +0.020 over all carts and +0.042 over the last 20 % (standard errors 0.014 and 0.020);
-    by scenario (all / last 20 %) apparel +0.028 / +0.012, apparel-shift +0.054 / +0.053,
-    electronics -0.015 / -0.020, grocery +0.013 / +0.123. Organic and message-driven orders
-    are told apart only by the holdout arm's 2 %, so in grocery's first 10,000 carts the
-    noisy-OR model still credits messages with returning customers' organic orders and
-    sends them SMS: the first fifth's share varies from 0.02 to 0.43 between runs. It stays
-    an option until that is solved.
+    uplift over 50,000 carts, 40 paired runs (4 scenarios × seeds 1-8, 11 and 2025),
+    noisy-OR minus logistic: +0.033 over all carts and +0.033 over the last 20 % (standard
+    errors 0.012 and 0.014); by scenario (all / last 20 %) apparel +0.044 / +0.038,
+    apparel-shift +0.050 / +0.033, electronics +0.009 / +0.010, grocery +0.027 / +0.050.
+    Grocery varies most between runs under both models (all carts, 10 seeds: noisy-OR
+    0.29-0.59, logistic 0.24-0.54): organic and message-driven orders are told apart only
+    by the holdout arm's 2 %, and a third of its carts buy anyway. It stays an option for
+    now because its refits cost about three times as much (Fisher scoring converges
+    linearly): apparel, 20,000 carts learned, one thread, ``record`` with its refits
+    117,000/s against 193,000/s (105,000/s in a full benchmark run), just above the
+    100,000/s target on a fast machine; and on the benchmark's seed (2025) it trails in
+    three scenarios of four (grocery 0.29 against 0.44), which a single seed per scenario
+    cannot tell apart from a worse policy.
 
     The posterior over ``W`` is a Gaussian kept up to date with batched Laplace updates, as in
     Chapelle & Li (2011), "An Empirical Evaluation of Thompson Sampling", Algorithm 3: the
@@ -264,16 +268,16 @@ class ThompsonPolicy:
             seed 7: 0.58/0.74 -> 0.57/0.72, 0.51/0.66 -> 0.52/0.69, 0.59/0.73 -> 0.65/0.73,
             0.13/0.44 -> 0.02/0.47 (grocery's share is the noisiest: its achievable uplift is
             0.23 per cart). On average +0.035 of share, in both columns (logistic model).
-            The noisy-OR model (Newton tolerance 1e-6), 0.5 -> 0.25, mean of seeds 7, 11
-            and 2025: apparel
-            0.556/0.748 -> 0.587/0.720, grocery 0.327/0.474 -> 0.499/0.648.
-            Grocery's first 10,000 carts, 16 seeds (1-5, 7-16), 0.5 -> 0.25: share -0.135
-            -> 0.097 (paired difference +0.232, standard error 0.063); apparel's, 6 seeds:
-            +0.005 (0.015). The price: where two segments want opposite arms, narrow
-            sampling can settle one of them on its second-best arm for good. In the
-            two-segment world of ``test_learning`` (SMS for phones, a day-late email for
-            desktops, 6,000 carts, seeds 1-24) that happened in 8 of 48 segment runs at
-            0.25 and 2 of 48 at 0.5 (regret per decision 0.72 against 0.32).
+            The noisy-OR model (Newton tolerance 1e-6), 0.5 -> 0.25, mean of seeds 7, 11 and
+            2025: apparel 0.556/0.748 -> 0.587/0.720, grocery 0.327/0.474 -> 0.499/0.648.
+            Logistic model, grocery's first 10,000 carts, 16 seeds (1-5, 7-16), 0.5 -> 0.25:
+            share -0.135 -> 0.097 (paired difference +0.232, standard error 0.063);
+            apparel's, 6 seeds: +0.005 (0.015). The price: where two segments want opposite
+            arms, narrow sampling can settle one of them on its second-best arm for good. In
+            the two-segment world of ``test_learning`` (SMS for phones, a day-late email for
+            desktops, 6,000 carts, seeds 1-24) that happened in 8 of 48 segment runs at 0.25
+            and 2 of 48 at 0.5 with the logistic model (regret per decision 0.72 against
+            0.32), in 1 and 1 of 48 with the noisy-OR model (0.21 against 0.25).
         batch_size: records buffered before the posterior is refitted. A refit costs 10-30 ms
             (Newton steps on a full precision matrix of a few hundred weights), so it is
             amortised over many records; ``refit_interval`` keeps the posterior fresh when
@@ -288,19 +292,19 @@ class ThompsonPolicy:
             other unknown key is ignored.
         cross_features: learn the device × cart-value cross rows (see
             :mod:`optimizer.features`): big carts on a phone answer like big carts, not like
-            phones, which the sum of a device effect and a cart-value effect cannot say.
-            The model learned with them decides better: trained on 50,000 carts, then its
+            phones, which the sum of a device effect and a cart-value effect cannot say. The
+            model learned with them decides better: trained on 50,000 carts, then its
             posterior mean played greedily on 20,000 fresh carts (seed 7), apparel keeps
             0.818 of the achievable uplift against 0.717 without (big carts 0.75 against
-            0.56), grocery 0.514 against 0.458. But their 19 rows cost exploration, and the
-            share captured while learning gains nothing: 20 paired runs of 50,000 carts (4
-            scenarios x seeds 1, 2, 7, 11, 2025), all carts -0.014 (standard error 0.022),
-            last 20 % +0.011 (0.017); apparel +0.019 / +0.001, apparel-shift +0.030 /
-            +0.020, electronics -0.017 / -0.011, grocery -0.087 / +0.036, where one run fell
-            from 0.45 to 0.08. And a refit costs about twice as much (798 weights instead of
-            532; apparel, 20,000 carts learned, one thread: ``record`` with its refits
-            202,000 -> 131,000/s). So it is off by default. States saved before version 4
-            load without the cross.
+            0.56), grocery 0.514 against 0.458 (logistic model). But their 19 rows cost
+            exploration, and the share captured while learning gains nothing: 20 paired runs
+            of 50,000 carts with the logistic model (4 scenarios x seeds 1, 2, 7, 11, 2025),
+            all carts -0.014 (standard error 0.022), last 20 % +0.011 (0.017); apparel
+            +0.019 / +0.001, apparel-shift +0.030 / +0.020, electronics -0.017 / -0.011,
+            grocery -0.087 / +0.036, where one run fell from 0.45 to 0.08. And a refit costs
+            about twice as much (798 weights instead of 532; apparel, 20,000 carts learned,
+            one thread: ``record`` with its refits 202,000 -> 131,000/s). So it is off by
+            default. States saved before version 4 load without the cross.
         model: ``"logistic"`` (the default) or ``"noisy_or"`` (organic and message-driven
             orders as independent causes); see the module docstring.
 
