@@ -6,7 +6,7 @@ Registered in ``nudge/cli.py`` as ``app.command("simulate")(simulate)``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from optimizer.scenario import load_scenario
-from optimizer.simulate import POLICIES, compare, write_regret_png
+from optimizer.simulate import POLICIES, Comparison, compare, seed_rows, write_regret_png
 
 
 def simulate(
@@ -36,6 +36,17 @@ def simulate(
         50_000
     ),
     seed: Annotated[int, typer.Option("--seed", help="Seed for carts and policies.")] = 7,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            min=1,
+            help="Run this many seeds (--seed, --seed + 1, ...) and report each policy's mean "
+            "share, its standard error and worst seed, and its difference from the first "
+            "policy paired by seed. One run of a learning policy is one draw from a wide "
+            "spread; compare policies over several.",
+        ),
+    ] = 1,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Write the cumulative-regret PNG here."),
@@ -66,7 +77,12 @@ def simulate(
             f"unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}",
             param_hint="--policy",
         )
+    if seeds > 1 and (out is not None or by_segment):
+        raise typer.BadParameter(
+            "--out and --by-segment show one run; use them without --seeds", param_hint="--seeds"
+        )
     runs = len(set(names) | {"holdout", "oracle"})
+    results: list[Comparison] = []
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -74,14 +90,23 @@ def simulate(
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task(f"{world.name}: {runs} policies", total=carts * runs)
-        result = compare(
-            world,
-            names,
-            n_carts=carts,
-            seed=seed,
-            on_progress=lambda n: progress.advance(task, n),
-        )
+        label = f"{world.name}: {runs} policies" + (f" x {seeds} seeds" if seeds > 1 else "")
+        task = progress.add_task(label, total=carts * runs * seeds)
+        for s in range(seed, seed + seeds):
+            results.append(
+                compare(
+                    world,
+                    names,
+                    n_carts=carts,
+                    seed=s,
+                    on_progress=lambda n: progress.advance(task, n),
+                )
+            )
+    if seeds > 1:
+        title = f"{world.name}: {carts:,} carts, seeds {seed}-{seed + seeds - 1}"
+        console.print(_seed_table(seed_rows(results), title))
+        return
+    result = results[0]
     table = Table(title=f"{world.name}: {carts:,} carts, seed {seed}")
     rows = result.rows()
     for column in rows[0]:
@@ -100,6 +125,28 @@ def simulate(
     if out is not None:
         write_regret_png(result, out)
         console.print(f"cumulative regret plot: {out}")
+
+
+def _seed_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """:func:`optimizer.simulate.seed_rows` as a table: means with their standard errors."""
+    table = Table(title=title, caption="share captured: mean ± standard error over the seeds")
+    table.add_column("policy", no_wrap=True)
+    for column in ("share", "worst seed", "last 20%", "vs first (paired)"):
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def pm(mean: float, se: float) -> str:
+        return f"{mean:+.3f} ± {se:.3f}"
+
+    for row in rows:
+        first = row is rows[0]  # the policy the others are compared with
+        table.add_row(
+            row["policy"],
+            pm(row["share"], row["share se"]),
+            f"{row['share min']:+.3f}",
+            pm(row["share_last20"], row["share_last20 se"]),
+            "" if first else pm(row["vs first"], row["vs first se"]),
+        )
+    return table
 
 
 def _segment_table(rows: list[dict[str, object]], title: str) -> Table:

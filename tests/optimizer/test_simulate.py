@@ -20,6 +20,7 @@ from optimizer.simulate import (
     draw_carts,
     make_policy,
     run_policy,
+    seed_rows,
     write_regret_png,
 )
 from optimizer.thompson import ThompsonPolicy
@@ -171,6 +172,40 @@ def test_bernoulli_thompson_regret_is_near_the_lai_robbins_line() -> None:
     assert 0 < regret[0] < 1.5 * bound
 
 
+def test_seed_rows_average_the_seeds_and_pair_the_difference() -> None:
+    # Given the same two policies compared on three seeds
+    scenario = load_scenario("apparel")
+    runs = [compare(scenario, ["schedule", "random"], n_carts=1_500, seed=s) for s in (4, 5, 6)]
+    shares = {
+        name: np.array([c.captured_share(name) for c in runs]) for name in ("schedule", "random")
+    }
+    # When they are summarised over the seeds
+    rows = {r["policy"]: r for r in seed_rows(runs)}
+    # Then each policy's row holds its mean share, the standard error across seeds, the worst
+    # seed, and the last 20 %'s mean; the references (oracle, holdout) have no row
+    assert set(rows) == {"schedule", "random"}
+    for name, mine in shares.items():
+        row = rows[name]
+        assert row["seeds"] == 3
+        assert row["share"] == pytest.approx(mine.mean())
+        assert row["share se"] == pytest.approx(mine.std(ddof=1) / math.sqrt(3))
+        assert row["share min"] == pytest.approx(mine.min())
+        last = [c.captured_share(name, last=0.2) for c in runs]
+        assert row["share_last20"] == pytest.approx(np.mean(last))
+    # And the second policy's difference from the first is paired by seed (the same carts):
+    # its standard error is that of the per-seed differences, not of two independent means
+    paired = shares["random"] - shares["schedule"]
+    assert rows["random"]["vs first"] == pytest.approx(paired.mean())
+    assert rows["random"]["vs first se"] == pytest.approx(paired.std(ddof=1) / math.sqrt(3))
+    assert math.isnan(rows["schedule"]["vs first"])
+    # While one seed, or comparisons of different policies, are refused by name
+    with pytest.raises(ValueError, match="at least two seeds"):
+        seed_rows(runs[:1])
+    other = compare(scenario, ["schedule"], n_carts=300, seed=7)
+    with pytest.raises(ValueError, match="same policies"):
+        seed_rows([runs[0], other])
+
+
 def test_cli_runs_and_prints_a_table(tmp_path: Path) -> None:
     import typer
 
@@ -201,4 +236,15 @@ def test_cli_runs_and_prints_a_table(tmp_path: Path) -> None:
     assert out.exists()
     bad = CliRunner().invoke(app, ["--scenario", "grocery", "--policy", "nope"])
     assert bad.exit_code != 0
+    # And with --seeds it runs consecutive seeds and prints the summary over them
+    args = ["--scenario", "grocery", "--policy", "schedule,random", "--carts", "300"]
+    several = CliRunner().invoke(app, [*args, "--seed", "2", "--seeds", "2"])
+    assert several.exit_code == 0, several.output
+    assert "seeds 2-3" in several.output and "vs first" in several.output
+    assert "random" in several.output and "oracle" not in several.output
+    # While --seeds with the one-run outputs is refused with a message that says why
+    mixed = CliRunner().invoke(app, [*args, "--seeds", "2", "--by-segment"])
+    assert mixed.exit_code != 0
+    message = " ".join(mixed.output.replace("│", " ").split())  # unwrap rich's error box
+    assert "--out and --by-segment show one run; use them without --seeds" in message
     assert set(POLICIES) >= {"thompson", "thompson-noisy-or", "schedule", "random", "oracle"}
