@@ -6,13 +6,14 @@ import math
 
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.optimize
 
 from optimizer import Arm, Prior, ThompsonPolicy
 from optimizer.bernoulli import bernoulli_kl, lai_robbins_bound
 from optimizer.feedback import ConversionLag
 from optimizer.scenario import load_scenario, path_values, segments_of
-from optimizer.thompson import NOISY_OR_PRIOR, _laplace_fit_nor, laplace_update
+from optimizer.thompson import NOISY_OR_PRIOR, _laplace_fit, _laplace_fit_nor, laplace_update
 from tests.optimizer.world import ARMS, ECON, context
 
 
@@ -91,6 +92,74 @@ def test_noisy_or_update_matches_a_direct_map_fit() -> None:
             x[k, r * n_cols : (r + 1) * n_cols] += q[k] * sv[k] * patterns[arm_of[k]]
     fisher = (w_pos + w_neg) / (q * (1 - q))
     np.testing.assert_allclose(prec, precision + x.T @ (x * fisher[:, None]), atol=1e-9)
+
+
+@pytest.mark.parametrize("fit", [_laplace_fit, _laplace_fit_nor], ids=["logistic", "noisy_or"])
+def test_a_refit_started_from_the_previous_posterior_lands_on_the_same_map(
+    fit: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a posterior learned from 20,000 observations, and a new batch of 2,000
+    rng = np.random.default_rng(12)
+    n_rows, n_cols = 6, 4
+    patterns = np.array([[1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    if fit is _laplace_fit_nor:
+        patterns[:, 0] = 0.0  # column 0 is the organic part; pattern 2 is the holdout arm
+    prior_mean = np.full((n_rows, n_cols), -0.5)
+    prior_precision = np.eye(n_rows * n_cols)
+    truth = rng.normal(-1.0, 0.7, (n_rows, n_cols))
+
+    def batch(n: int) -> tuple[np.ndarray, ...]:
+        rows = np.stack([np.zeros(n, int), rng.integers(1, 3, n), rng.integers(3, 6, n)], axis=1)
+        arm_of = rng.integers(0, 3, n)
+        z = np.einsum("kc,kc->k", truth[rows].sum(axis=1), patterns[arm_of])
+        w_pos = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(float)
+        return rows, arm_of, w_pos, 1.0 - w_pos
+
+    def run(mean: np.ndarray, precision: np.ndarray, data: tuple[np.ndarray, ...], **kw: object):
+        rows, arm_of, w_pos, w_neg = data
+        eta = precision @ mean.ravel()
+        # Tight enough that the means agree far inside their posterior sds (above 0.01 here),
+        # loose enough that steps stay above rounding in the objective (~1e-12).
+        return fit(  # type: ignore[operator]
+            mean,
+            precision,
+            eta,
+            rows,
+            patterns,
+            arm_of,
+            w_pos,
+            w_neg,
+            tol=1e-10,
+            max_iter=100,
+            **kw,
+        )
+
+    old_mean, old_precision, _ = run(prior_mean, prior_precision, batch(20_000))
+    old_factor = scipy.linalg.cho_factor(old_precision, lower=True)[0]
+    new = batch(2_000)
+    factorisations: list[int] = []
+    real = scipy.linalg.cho_factor
+
+    def counting(*args: object, **kwargs: object) -> object:
+        factorisations.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.linalg, "cho_factor", counting)
+    # When the batch is fitted from scratch, from the old posterior's factor, and from the
+    # factor of a matrix far from the Hessian (the prior's, a thousandth of the data's)
+    plain = run(old_mean, old_precision, new)
+    plain_factorisations, factorisations[:] = len(factorisations), []
+    chord = run(old_mean, old_precision, new, chord=old_factor)
+    chord_factorisations, factorisations[:] = len(factorisations), []
+    poor = run(old_mean, old_precision, new, chord=np.eye(n_rows * n_cols))
+    # Then all land on the same MAP and the same posterior precision
+    for other in (chord, poor):
+        np.testing.assert_allclose(other[0], plain[0], atol=1e-5)
+        np.testing.assert_allclose(other[1], plain[1], atol=1e-8 * np.abs(plain[1]).max())
+    # And the close start factors no Hessian at all (the caller factors the posterior once,
+    # for sampling), where Newton's method factored one per step
+    assert plain_factorisations >= 2
+    assert chord_factorisations == 0
 
 
 def test_laplace_update_matches_a_direct_map_fit() -> None:
