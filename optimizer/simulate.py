@@ -49,7 +49,7 @@ IntArray = npt.NDArray[np.int64]
 #: Names accepted by :func:`make_policy` and ``nudge simulate --policy``.
 POLICIES = (
     "thompson",
-    "thompson-noisy-or",
+    "thompson-logistic",
     "thompson-cross",
     "schedule",
     "random",
@@ -224,14 +224,14 @@ def make_policy(name: str, scenario: Scenario, seed: int) -> Policy:
     rng = np.random.default_rng(seed)
     arms = scenario.arms
     touches = scenario.max_touches
-    if name in ("thompson", "thompson-noisy-or", "thompson-cross"):
+    if name in ("thompson", "thompson-logistic", "thompson-cross"):
         return ThompsonPolicy(
             arms,
             scenario.economics,
             seed=rng,
             max_touches=touches,
             attribution_window=timedelta(hours=scenario.attribution_window_hours),
-            model="noisy_or" if name == "thompson-noisy-or" else "logistic",
+            model="logistic" if name == "thompson-logistic" else "noisy_or",
             cross_features=name == "thompson-cross",
         )
     if name == "schedule":

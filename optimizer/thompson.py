@@ -338,7 +338,7 @@ class ThompsonPolicy:
         prior: Prior | None = None,
         delayed_feedback: bool = True,
         extra_features: Mapping[str, Sequence[str]] | None = None,
-        model: str = "logistic",
+        model: str = "noisy_or",
         cross_features: bool = False,
     ) -> None:
         if model not in MODELS:

@@ -17,8 +17,8 @@ from optimizer.thompson import NOISY_OR_PRIOR, _laplace_fit, _laplace_fit_nor, l
 from tests.optimizer.world import ARMS, ECON, context
 
 
-def test_prior_golden_values() -> None:
-    policy = ThompsonPolicy(ARMS, ECON, seed=0)
+def test_logistic_prior_golden_values() -> None:
+    policy = ThompsonPolicy(ARMS, ECON, seed=0, model="logistic")
     # logit(0.05) and the holdout's -send_lift, on the intercept row
     assert policy.mean[0, 0] == pytest.approx(-2.94444, abs=1e-5)
     assert policy.mean[0, 1] == pytest.approx(-0.3, abs=1e-12)
@@ -32,7 +32,7 @@ def test_prior_golden_values() -> None:
 
 
 def test_noisy_or_prior_golden_values() -> None:
-    policy = ThompsonPolicy(ARMS, ECON, seed=0, model="noisy_or")
+    policy = ThompsonPolicy(ARMS, ECON, seed=0)  # the default model
     assert policy.prior == NOISY_OR_PRIOR
     # The organic part's logit(0.05) and the message part's logit(0.02), on the intercept row
     assert policy.mean[0, 0] == pytest.approx(-2.94444, abs=1e-5)

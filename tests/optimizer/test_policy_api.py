@@ -44,11 +44,17 @@ def _policy(seed: int = 7, **kwargs: object) -> ThompsonPolicy:
 
 
 def _learned(
-    seed: int, *, decisions: int, every: int, hours: float, cross_features: bool = False
+    seed: int,
+    *,
+    decisions: int,
+    every: int,
+    hours: float,
+    cross_features: bool = False,
+    model: str = "noisy_or",
 ) -> ThompsonPolicy:
     """A policy that has decided once a minute and learned that every ``every``-th
     decision converted, all recorded ``hours`` after the start and folded in."""
-    policy = _policy(seed, batch_size=10_000, cross_features=cross_features)
+    policy = _policy(seed, batch_size=10_000, cross_features=cross_features, model=model)
     for i in range(decisions):
         d = policy.choose(context(), now=START + timedelta(minutes=i))
         policy.record(
@@ -254,7 +260,7 @@ def test_a_version_1_state_loads_with_the_discount_column_at_its_prior() -> None
 
 def test_a_version_2_state_continues_as_the_logistic_model_it_learned() -> None:
     # Given a logistic policy that has learned, saved as version 2 saved it (no model key)
-    policy = _learned(13, decisions=300, every=6, hours=5)
+    policy = _learned(13, decisions=300, every=6, hours=5, model="logistic")
     state = json.loads(json.dumps(policy.state()))
     old = {
         **state,

@@ -105,7 +105,7 @@ def test_oracle_respects_reachability() -> None:
             assert arm.is_holdout or arm.channel in channels
 
 
-@pytest.mark.parametrize("name", ["thompson", "thompson-noisy-or", "thompson-cross"])
+@pytest.mark.parametrize("name", ["thompson", "thompson-logistic", "thompson-cross"])
 def test_thompson_learns_in_the_simulator_and_progress_is_reported(
     tmp_path: Path, name: str
 ) -> None:
@@ -115,7 +115,7 @@ def test_thompson_learns_in_the_simulator_and_progress_is_reported(
     seen: list[int] = []
     policy = make_policy(name, scenario, 9)
     assert isinstance(policy, ThompsonPolicy)
-    assert policy.model == ("noisy_or" if name.endswith("noisy-or") else "logistic")
+    assert policy.model == ("logistic" if name == "thompson-logistic" else "noisy_or")
     assert policy.features.cross == (name == "thompson-cross")
     ours = run_policy(scenario, policy, carts, on_progress=seen.append)
     uniform = run_policy(scenario, make_policy("random", scenario, 9), carts)
@@ -247,4 +247,4 @@ def test_cli_runs_and_prints_a_table(tmp_path: Path) -> None:
     assert mixed.exit_code != 0
     message = " ".join(mixed.output.replace("│", " ").split())  # unwrap rich's error box
     assert "--out and --by-segment show one run; use them without --seeds" in message
-    assert set(POLICIES) >= {"thompson", "thompson-noisy-or", "schedule", "random", "oracle"}
+    assert set(POLICIES) >= {"thompson", "thompson-logistic", "schedule", "random", "oracle"}
