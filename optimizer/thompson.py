@@ -1242,14 +1242,12 @@ def _newton(
             if new_value <= value or scale < 1e-4:
                 break
             scale *= 0.5
-        if new_value > value:
-            if in_chord:
-                in_chord, factor, decrement = False, None, math.inf
+        if in_chord and scale < 1.0:  # the chord's curvature is too far off: plain Newton
+            in_chord, factor, decrement = False, None, math.inf
+            if new_value > value:
                 continue
+        elif new_value > value:
             break
-        if in_chord and scale < 1.0:
-            in_chord, factor = False, None
-            decrement = math.inf
         w, value = candidate, new_value
         fresh = False
     if not fresh or hessian is None:
