@@ -476,10 +476,10 @@ def _seed_part() -> list[dict[str, Any]]:
     with ProcessPoolExecutor(max_workers=2) as pool:
         done = list(pool.map(_seeded, *zip(*tasks, strict=True)))
     rows: list[dict[str, Any]] = []
-    for i, path in enumerate(paths):
+    for i in range(len(paths)):
         comparisons = done[i * len(SEEDS) : (i + 1) * len(SEEDS)]
-        for row in seed_rows(comparisons):
-            rows.append({"part": "seeds", "scenario": load_scenario(path).name, **row})
+        name = comparisons[0].scenario
+        rows += [{"part": "seeds", "scenario": name, **row} for row in seed_rows(comparisons)]
     return rows
 
 
