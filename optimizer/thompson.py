@@ -476,6 +476,7 @@ class ThompsonPolicy:
         _check_touch(context, self.max_touches)
         rows = self._rows(context)
         _, feasible, charge = self._feasible(context)
+        self._ensure_pool()
         u = self.rng.random(self.n_draws + 2)
         picks = (u[: self.n_draws] * self.pool_size).astype(np.int64)
         picks *= self._n_rows
@@ -540,6 +541,7 @@ class ThompsonPolicy:
             penalties[i], feasible, _ = self._feasible(context)
             feasible_sets.append(feasible)
         n_feasible = np.array([f.size for f in feasible_sets])
+        self._ensure_pool()
         picks = self.rng.integers(self.pool_size, size=(n, self.n_draws))
         weights = self._pool[picks[:, :, None], rows[:, None, :]].sum(axis=2)  # (n, draws, cols)
         gain = values[:, None, None] * self._value_factor
@@ -584,6 +586,7 @@ class ThompsonPolicy:
         value = _cart_value(context)
         rows = self._rows(context)
         penalty, feasible, _ = self._feasible(context)
+        self._ensure_pool()
         if self.model == "noisy_or":
             logits = self._pool[:, rows].sum(axis=1) @ self._proj
             logits[..., 1:] += self._v_offset
@@ -913,14 +916,25 @@ class ThompsonPolicy:
         return 3 if self.model == "noisy_or" else 2
 
     def _refresh_pool(self, factor: FloatArray | None = None) -> None:
-        """Draw ``pool_size`` weight matrices from the posterior N(mean, precision^-1).
+        """Adopt the current posterior: factor its precision, and mark the pool for redrawing.
 
-        ``factor``: the lower Cholesky factor of :attr:`precision` if already known.
+        ``factor``: the lower Cholesky factor of :attr:`precision` if already known. The
+        ``pool_size`` draws themselves wait for the next decision (:meth:`_ensure_pool`): a
+        worker that only records outcomes refits without ever drawing, and a pool is a
+        function of the posterior and ``_pool_seed`` alone, so when it is drawn changes
+        nothing.
         """
         # cho_factor leaves junk above the diagonal; only the lower triangle is ever read.
         if factor is None:
             factor, _ = scipy.linalg.cho_factor(self.precision, lower=True, check_finite=False)
         self._chol = factor
+        self._pool_stale = True
+
+    def _ensure_pool(self) -> None:
+        """Draw ``pool_size`` weight matrices from the posterior N(mean, precision^-1) if the
+        posterior changed since the last draw."""
+        if not self._pool_stale:
+            return
         noise = np.random.default_rng(self._pool_seed).standard_normal(
             (self.precision.shape[0], self.pool_size)
         )
@@ -939,6 +953,7 @@ class ThompsonPolicy:
             self._proj_pool = proj
         else:
             self._neg_arm_pool = -(flat @ self._a_t)
+        self._pool_stale = False
 
     def _feasible(self, context: Mapping[str, Any]) -> tuple[FloatArray, IntArray, FloatArray]:
         """(-inf/0 penalty per arm, indices of feasible arms, message cost minus penalty) for

@@ -86,6 +86,7 @@ def test_exploration_scales_the_spread_of_the_sampled_posterior() -> None:
         )
         policy.update()
         covariance = np.linalg.inv(policy.precision)
+        policy._ensure_pool()  # drawn at the first decision after a refit
         draws = policy._pool.reshape(policy.pool_size, -1)  # the sampled weights
         for segment in ("new", "desktop"):
             rows = policy.features.rows(context(segment))

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+import scipy.linalg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -159,6 +160,45 @@ def test_deterministic_for_a_seed(seed: int) -> None:
         runs.append(out)
     # Then they make the same decisions and learn the same posterior
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("model", ["noisy_or", "logistic"])
+def test_refits_while_only_recording_draw_no_pool_and_change_no_decision(
+    model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two policies with the same seed and 300 pending decisions, recorded in 5 batches
+    # that each trigger a refit; one draws its pool of posterior samples after every refit
+    # (as a policy that also decides would), the other only records
+    policies = [_policy(4, batch_size=60, model=model) for _ in range(2)]
+    decisions = [
+        [p.choose(context(touch=1 + i % 3), now=START + timedelta(minutes=i)) for i in range(300)]
+        for p in policies
+    ]
+    draws: list[int] = []
+    real = scipy.linalg.solve_triangular
+
+    def counting(*args: object, **kwargs: object) -> object:
+        draws.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.linalg, "solve_triangular", counting)
+    drawn_by: list[int] = []
+    before = [p.refits for p in policies]
+    for policy, mine in zip(policies, decisions, strict=True):
+        for i, d in enumerate(mine):
+            policy.record(d, converted=i % 6 == 0, order_value=80.0, message_sent=True, at=START)
+            if policy is policies[0] and policy._b_count == 0:
+                policy.probabilities(context())
+        drawn_by.append(len(draws))
+        draws[:] = []
+    # Then the recording-only one refitted as often without drawing once
+    assert [p.refits - b for p, b in zip(policies, before, strict=True)] == [5, 5]
+    assert drawn_by == [5, 0]
+    # and from then on both decide identically
+    now = START + timedelta(hours=1)
+    a = [policies[0].choose(context(touch=1), now=now) for _ in range(30)]
+    b = [policies[1].choose(context(touch=1), now=now) for _ in range(30)]
+    assert [(d.arm, d.propensity) for d in a] == [(d.arm, d.propensity) for d in b]
 
 
 @pytest.mark.parametrize(
