@@ -43,16 +43,17 @@ Model
 
 Decision
     After every refit the policy draws (at its next decision) a pool of ``pool_size`` weight
-    matrices from the posterior (``W = mean + L^-T z`` with ``precision = L L^T``: the standard deviation is
-    ``precision ** -0.5``; obp's LogisticTS uses ``precision ** -1``, which is wrong). A
-    decision takes ``n_draws`` members of the pool at random; each gives a conversion
-    probability for every arm at once (no per-arm loop), and the arm with the highest expected
-    profit ``p * value * (margin - discount) - message cost`` wins it, so a discount must pay
-    for itself. Infeasible channels are never scored. The cost and discount are charged even
-    when an organic order comes before a delayed send and stops it; charging them only for
-    the orders after the send (the share of organic orders before it learned from the
-    holdout arm's conversion times) did worse: 8 paired runs of 50,000 carts (4 scenarios x
-    seeds 1, 2), all carts -0.027 (standard error 0.019), grocery -0.097.
+    matrices from the posterior (``W = mean + L^-T z`` with ``precision = L L^T``: the
+    standard deviation is ``precision ** -0.5``; obp's LogisticTS uses ``precision ** -1``,
+    which is wrong). A decision takes ``n_draws`` members of the pool at random; each gives
+    a conversion probability for every arm at once (no per-arm loop), and the arm with the
+    highest expected profit ``p * value * (margin - discount) - message cost`` wins it, so a
+    discount must pay for itself. Infeasible channels are never scored. The cost and
+    discount are charged even when an organic order comes before a delayed send and stops
+    it; charging them only for the orders after the send (the share of organic orders before
+    it learned from the holdout arm's conversion times) did worse: 8 paired runs of 50,000
+    carts (4 scenarios x seeds 1, 2), all carts -0.027 (standard error 0.019), grocery
+    -0.097.
 
 Propensity
     The chosen arm is the winner of one of the ``n_draws`` draws picked uniformly, or, with
