@@ -3,7 +3,8 @@ two-core machine threads only fight each other."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -17,3 +18,22 @@ def _single_threaded_blas() -> Iterator[None]:
         return
     with threadpool_limits(limits=1):
         yield
+
+
+@pytest.fixture
+def calls_to(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, str], list[int]]:
+    """``calls_to(module, name)`` wraps ``module.name`` for the test and returns a list that
+    grows by one entry per call (clear it to count afresh)."""
+
+    def install(module: Any, name: str) -> list[int]:
+        calls: list[int] = []
+        real = getattr(module, name)
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counting)
+        return calls
+
+    return install

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,7 +98,7 @@ def test_noisy_or_update_matches_a_direct_map_fit() -> None:
 
 @pytest.mark.parametrize("fit", [_laplace_fit, _laplace_fit_nor], ids=["logistic", "noisy_or"])
 def test_a_refit_started_from_the_previous_posterior_lands_on_the_same_map(
-    fit: object, monkeypatch: pytest.MonkeyPatch
+    fit: object, calls_to: Callable[[Any, str], list[int]]
 ) -> None:
     # Given a posterior learned from 20,000 observations, and a new batch of 2,000
     rng = np.random.default_rng(12)
@@ -137,14 +139,7 @@ def test_a_refit_started_from_the_previous_posterior_lands_on_the_same_map(
     old_mean, old_precision, _ = run(prior_mean, prior_precision, batch(20_000))
     old_factor = scipy.linalg.cho_factor(old_precision, lower=True)[0]
     new = batch(2_000)
-    factorisations: list[int] = []
-    real = scipy.linalg.cho_factor
-
-    def counting(*args: object, **kwargs: object) -> object:
-        factorisations.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(scipy.linalg, "cho_factor", counting)
+    factorisations = calls_to(scipy.linalg, "cho_factor")
     # When the batch is fitted from scratch, from the old posterior's factor, and from the
     # factor of a matrix far from the Hessian (the prior's, a thousandth of the data's)
     plain = run(old_mean, old_precision, new)

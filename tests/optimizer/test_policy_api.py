@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -164,7 +165,7 @@ def test_deterministic_for_a_seed(seed: int) -> None:
 
 @pytest.mark.parametrize("model", ["noisy_or", "logistic"])
 def test_refits_while_only_recording_draw_no_pool_and_change_no_decision(
-    model: str, monkeypatch: pytest.MonkeyPatch
+    model: str, calls_to: Callable[[Any, str], list[int]]
 ) -> None:
     # Given two policies with the same seed and 300 pending decisions, recorded in 5 batches
     # that each trigger a refit; one draws its pool of posterior samples after every refit
@@ -174,14 +175,7 @@ def test_refits_while_only_recording_draw_no_pool_and_change_no_decision(
         [p.choose(context(touch=1 + i % 3), now=START + timedelta(minutes=i)) for i in range(300)]
         for p in policies
     ]
-    draws: list[int] = []
-    real = scipy.linalg.solve_triangular
-
-    def counting(*args: object, **kwargs: object) -> object:
-        draws.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(scipy.linalg, "solve_triangular", counting)
+    draws = calls_to(scipy.linalg, "solve_triangular")
     drawn_by: list[int] = []
     before = [p.refits for p in policies]
     for policy, mine in zip(policies, decisions, strict=True):
