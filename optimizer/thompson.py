@@ -38,9 +38,10 @@ Model
     message part is rated higher to make up for it (touch 1: 0.154 predicted for the
     message arms, 0.143 seen). A batch fit on the final outcomes of the last 40 % of those
     carts, with no forgetting and no provisional negatives, still gives 0.080 / 0.063 /
-    0.030. So most of the gap is the model itself: the chance of an organic order left at a
-    later touch depends on how long the journey has run, and no context key says that. The
-    rest comes from updating online. Passing the hours since abandonment as an extra key
+    0.030. So at touches 2 and 3 most of the gap is the model itself: the chance of an
+    organic order left at a later touch depends on how long the journey has run, and no
+    context key says that. At touch 1 most of it comes from updating online (0.080 against
+    0.068), which this does not explain. Passing the hours since abandonment as an extra key
     (5 bins) gave 0.605 of the uplift on apparel against 0.550, and 0.380 on grocery against
     0.388 (seed 2025, 50,000 carts, one run each): too few runs to decide on.
 
