@@ -41,9 +41,11 @@ Model
     0.030. So at touches 2 and 3 most of the gap is the model itself: the chance of an
     organic order left at a later touch depends on how long the journey has run, and no
     context key says that. At touch 1 most of it comes from updating online (0.080 against
-    0.068), which this does not explain. Passing the hours since abandonment as an extra key
-    (5 bins) gave 0.605 of the uplift on apparel against 0.550, and 0.380 on grocery against
-    0.388 (seed 2025, 50,000 carts, one run each): too few runs to decide on.
+    0.068), which this does not explain. The hours since abandonment, passed as an extra
+    key (5 bins), seemed to end better and start slower. Over 50,000 carts, paired by seed,
+    the share fell by 0.014 on average over all carts (6 pairs: 4 scenarios with seed 1,
+    plus apparel and grocery with seed 2025). Over the last 20 % it rose by 0.047 (the 4
+    apparel and grocery pairs). That is too few runs to decide on.
 
     The posterior over ``W`` is a Gaussian kept up to date with batched Laplace updates, as in
     Chapelle & Li (2011), "An Empirical Evaluation of Thompson Sampling", Algorithm 3: the
