@@ -19,6 +19,12 @@ one-slot effects cannot say what shoppers do. Mobile shoppers answer best within
 and big carts a day later, but a big cart on a phone still wants its day, not the sum of a
 "mobile: send now" and a "big cart: wait" effect on the delay (which lands in between, at
 half a day). The cross's rows carry that correction, shared by the cart values of a tier.
+
+Another optional slot says how long ago the cart was abandoned (``hours_since_abandonment``,
+five bins), for the organic part alone: the chance that a shopper still buys on their own
+falls with every hour of the journey, and how many hours a later touch comes after depends on
+the delays of the touches before it, which the touch number does not say. Its rows carry no
+message effect (the policy pins those cells at zero).
 """
 
 from __future__ import annotations
@@ -49,6 +55,11 @@ HOUR_EDGES = (6, 12, 18)
 CROSS_VALUE_EDGES = (30.0, 70.0, 150.0, 330.0, 750.0)
 #: The name of the cross slot (its rows are named ``device×cart_value=mobile|150-330``).
 CROSS_SLOT = "device×cart_value"
+#: The context key of the hours since the cart was abandoned, and its slot's bin edges: the
+#: first hour, the first touches' usual delays (up to 6 h), the rest of the first day, the
+#: second day, and later.
+SINCE_KEY = "hours_since_abandonment"
+SINCE_EDGES = (1.0, 6.0, 24.0, 48.0)
 
 _CATEGORICAL: dict[str, tuple[str, ...]] = {
     "customer_type": ("new", "returning"),
@@ -66,11 +77,13 @@ class ContextFeatures:
         extra_features: optional extra categorical keys and their known values; other keys of
             a context are ignored. Values not listed fall into the key's ``other`` row.
         cross: include the device × cart-value cross slot (see the module docstring).
+        since: include the hours-since-abandonment slot (see the module docstring).
     """
 
     max_touches: int = 3
     extra_features: tuple[tuple[str, tuple[str, ...]], ...] = ()
     cross: bool = False
+    since: bool = False
 
     @classmethod
     def build(
@@ -79,16 +92,17 @@ class ContextFeatures:
         extra_features: Mapping[str, Sequence[str]] | None = None,
         *,
         cross: bool = False,
+        since: bool = False,
     ) -> ContextFeatures:
         extra = tuple(
             (str(k), tuple(str(v) for v in values)) for k, values in (extra_features or {}).items()
         )
         for key, values in extra:
-            if key in _SLOT_KEYS or key == CROSS_SLOT:
+            if key in _SLOT_KEYS or key in (CROSS_SLOT, SINCE_KEY):
                 raise ValueError(f"extra_features: {key!r} is already a built-in feature")
             if not values:
                 raise ValueError(f"extra_features[{key!r}] must list at least one value")
-        return cls(max_touches=max_touches, extra_features=extra, cross=cross)
+        return cls(max_touches=max_touches, extra_features=extra, cross=cross, since=since)
 
     @property
     def names(self) -> list[str]:
@@ -110,15 +124,23 @@ class ContextFeatures:
     @property
     def cross_rows(self) -> range:
         """The rows of the device × cart-value cross slot (empty without it)."""
+        return self._slot_rows(CROSS_SLOT)
+
+    @property
+    def since_rows(self) -> range:
+        """The rows of the hours-since-abandonment slot (empty without it)."""
+        return self._slot_rows(SINCE_KEY)
+
+    def _slot_rows(self, slot: str) -> range:
         start = 1
         for key, labels in self._slots():
-            if key == CROSS_SLOT:
+            if key == slot:
                 return range(start, start + len(labels) + 1)
             start += len(labels) + 1
         return range(0)
 
     def _slots(self) -> list[tuple[str, tuple[str, ...]]]:
-        return _slots(self.max_touches, self.extra_features, self.cross)
+        return _slots(self.max_touches, self.extra_features, self.cross, self.since)
 
     def rows(self, context: Mapping[str, Any]) -> list[int]:
         """Indices of the rows a context activates (length :attr:`n_slots`)."""
@@ -126,7 +148,7 @@ class ContextFeatures:
 
     def row_function(self) -> RowFunction:
         """A fast function mapping a context to :meth:`rows` (built once per configuration)."""
-        return _rows_fn(self.max_touches, self.extra_features, self.cross)
+        return _rows_fn(self.max_touches, self.extra_features, self.cross, self.since)
 
 
 _SLOT_KEYS = (
@@ -147,7 +169,7 @@ def _value_labels(edges: Sequence[float]) -> list[str]:
 
 
 def _slots(
-    max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...], cross: bool
+    max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...], cross: bool, since: bool
 ) -> list[tuple[str, tuple[str, ...]]]:
     value_labels = _value_labels(CART_VALUE_EDGES)
     slots: list[tuple[str, tuple[str, ...]]] = [
@@ -163,21 +185,23 @@ def _slots(
         tiers = _value_labels(CROSS_VALUE_EDGES)
         labels = tuple(f"{d}|{t}" for d in _CATEGORICAL["device"] for t in tiers)
         slots.append((CROSS_SLOT, labels))
+    if since:
+        slots.append((SINCE_KEY, tuple(_value_labels(SINCE_EDGES))))
     return slots + list(extra)
 
 
-_ROW_FNS: dict[tuple[int, tuple[tuple[str, tuple[str, ...]], ...], bool], RowFunction] = {}
+_ROW_FNS: dict[tuple[int, tuple[tuple[str, tuple[str, ...]], ...], bool, bool], RowFunction] = {}
 
 
 def _rows_fn(
-    max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...], cross: bool
+    max_touches: int, extra: tuple[tuple[str, tuple[str, ...]], ...], cross: bool, since: bool
 ) -> RowFunction:
     """Build (once per configuration) a fast closure mapping a context to its row indices."""
-    key = (max_touches, extra, cross)
+    key = (max_touches, extra, cross, since)
     fn = _ROW_FNS.get(key)
     if fn is not None:
         return fn
-    slots = _slots(max_touches, extra, cross)
+    slots = _slots(max_touches, extra, cross, since)
     offsets: dict[str, int] = {}
     lookups: dict[str, dict[str, int]] = {}
     start = 1
@@ -206,6 +230,9 @@ def _rows_fn(
     x_o = x0 + len(_CATEGORICAL["device"]) * n_tiers
     device_tier0 = {d: x0 + i * n_tiers for i, d in enumerate(_CATEGORICAL["device"])}
     tier_edges = CROSS_VALUE_EDGES
+    s0 = offsets.get(SINCE_KEY, 0)
+    s_o = s0 + len(SINCE_EDGES) + 1
+    since_edges = SINCE_EDGES
 
     def rows(context: Mapping[str, Any]) -> list[int]:
         get: Callable[..., Any] = context.get
@@ -243,6 +270,14 @@ def _rows_fn(
                 out.append(x_o)
             else:
                 out.append(tier0 + bisect.bisect_right(tier_edges, v))
+        if since:
+            try:
+                hours = float(get(SINCE_KEY))
+            except (TypeError, ValueError):
+                hours = math.nan
+            # Missing, negative or not finite: the slot's "other" row.
+            ok = math.isfinite(hours) and hours >= 0.0
+            out.append(s0 + bisect.bisect_right(since_edges, hours) if ok else s_o)
         for name, lookup, other in extras:
             raw = get(name)
             out.append(lookup.get(str(raw), other) if raw is not None else other)

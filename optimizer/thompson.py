@@ -41,11 +41,22 @@ Model
     0.030. So at touches 2 and 3 most of the gap is the model itself: the chance of an
     organic order left at a later touch depends on how long the journey has run, and no
     context key says that. At touch 1 most of it comes from updating online (0.080 against
-    0.068), which this does not explain. The hours since abandonment, passed as an extra
-    key (5 bins), seemed to end better and start slower. Over 50,000 carts, paired by seed,
-    the share fell by 0.014 on average over all carts (6 pairs: 4 scenarios with seed 1,
-    plus apparel and grocery with seed 2025). Over the last 20 % it rose by 0.047 (the 4
-    apparel and grocery pairs). That is too few runs to decide on.
+    0.068), which this does not explain. Nor does the holdout arm's time-to-convert
+    distribution: pinned at the true 20-hour mean, it leaves 0.068 as it was.
+
+    ``since_abandonment=True`` tells the organic part how long the journey has run (the
+    context's ``hours_since_abandonment``, 5 bins). It narrows the gap on apparel (same run:
+    0.073 / 0.049 / 0.034 learned) but not on grocery (0.251 / 0.146 / 0.127 learned against
+    0.307 / 0.252 / 0.201 bought; without it 0.266 / 0.158 / 0.103 against 0.308 / 0.180 /
+    0.204). And it pays too little to be sure of: 20 paired runs of 50,000 carts (4
+    scenarios x seeds 1-4 and 2025), share +0.011 over all carts (standard error 0.015) and
+    +0.031 over the last 20 % (0.021); apparel +0.020 / +0.023, apparel-shift +0.049 /
+    +0.077, electronics -0.002 / +0.022, grocery -0.021 / +0.003. So it is off by default.
+    Part of what is left at later touches is not organic buying at all: a touch is decided
+    when the one before it goes out, so its outcome also counts the answers to that message
+    (apparel: the holdout decisions bought at 0.105 at touch 2 against 0.086 at touch 1).
+    Telling the organic part the previous touch's channel as well (4 more rows) did far
+    worse: apparel, seeds 1, 2 and 2025, -0.126, -0.121 and -0.045 over all carts.
 
     The posterior over ``W`` is a Gaussian kept up to date with batched Laplace updates, as in
     Chapelle & Li (2011), "An Empirical Evaluation of Thompson Sampling", Algorithm 3: the
@@ -118,6 +129,8 @@ from optimizer.feedback import ConversionLag
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
+#: Version 5: the hours-since-abandonment rows (``config.since_abandonment``,
+#: ``prior.sd_since``). A policy without them saves an older version, as below.
 #: Version 4: the device × cart-value cross rows (``config.cross_features``,
 #: ``prior.cross_scale``). A policy without them (the default) saves the version its
 #: predecessors did, so workers not yet upgraded keep sharing its state; they refuse a
@@ -126,13 +139,18 @@ IntArray = npt.NDArray[np.int64]
 #: (``config.model`` added, which version 2 code ignores), so workers not yet upgraded keep
 #: sharing their state; those refuse a version 3 state by name rather than misread it.
 #: Version 2: the discount column and lag distributions per channel × delay (v1 states load).
-STATE_VERSION = 4
+STATE_VERSION = 5
 MODELS = ("logistic", "noisy_or")
 #: Prior fields only the noisy-OR model uses: a logistic state leaves them out, as version 2
 #: code, which does not know them, expects.
 _NOISY_OR_ONLY = ("message_rate", "sd_response_context")
 #: Prior fields only the cross rows use: left out of a state without them, likewise.
 _CROSS_ONLY = ("cross_scale",)
+#: Prior fields only the hours-since-abandonment rows use: likewise.
+_SINCE_ONLY = ("sd_since",)
+#: Prior sd that pins a weight at its prior mean (the message cells of the rows that only the
+#: organic part has): a precision of 1e6 against the data's few thousand at most.
+_PINNED_SD = 1e-3
 #: choose_many scores at most this many carts per vectorised block (bounds memory).
 _BLOCK = 256
 
@@ -200,6 +218,11 @@ class Prior:
             carts, all carts / last 20 %: 0.19 / 0.43 at 1.0, 0.40 / 0.53 at 0.5, against
             0.45 / 0.48 without the cross; apparel 0.53 / 0.68 and 0.60 / 0.77 against
             0.55 / 0.67).
+        sd_since: prior sd of the hours-since-abandonment rows' effect on the organic part
+            (their only effect, see ``since_abandonment``); 1.0, twice ``sd_context``: after
+            two days few of the shoppers who would buy on their own still have not (an
+            organic order takes 20 hours on average on apparel), log-odds 2 or more below the
+            first hour's.
     """
 
     base_rate: float = 0.05
@@ -215,6 +238,7 @@ class Prior:
     message_rate: float = 0.02
     sd_response_context: float = 1.5
     cross_scale: float = 0.5
+    sd_since: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("base_rate", "message_rate"):
@@ -232,6 +256,7 @@ class Prior:
             "sd_discount_slope_interaction",
             "sd_response_context",
             "cross_scale",
+            "sd_since",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -329,6 +354,16 @@ class ThompsonPolicy:
             model the cross lost too (paired runs of 50,000 carts on the 4 scenarios, all
             carts -0.032, standard error 0.021). So it is off by default. States saved before
             version 4 load without the cross.
+        since_abandonment: learn from ``context["hours_since_abandonment"]`` (5 bins, see
+            :mod:`optimizer.features`) how much organic buying is left when a touch is
+            decided, on the organic part alone (logistic: on the odds of any order). Without
+            it the model sees touch 3 after three half-hour delays and touch 3 after three
+            one-day ones as the same context, and credits the messages with the organic
+            orders it under-rates in the first (see the module docstring). A context without
+            the key is scored as if the rows were not there. States saved before version 5
+            load without them. Off by default: over 20 paired runs of 50,000 carts it
+            captured +0.011 of the achievable uplift (standard error 0.015), too little to
+            be sure of (see the module docstring).
         model: ``"noisy_or"`` (the default: organic and message-driven orders as
             independent causes) or ``"logistic"``; see the module docstring.
 
@@ -364,6 +399,7 @@ class ThompsonPolicy:
         extra_features: Mapping[str, Sequence[str]] | None = None,
         model: str = "noisy_or",
         cross_features: bool = False,
+        since_abandonment: bool = False,
     ) -> None:
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, not {model!r}")
@@ -406,7 +442,9 @@ class ThompsonPolicy:
         self.delayed_feedback = delayed_feedback
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
-        self.features = ContextFeatures.build(max_touches, extra_features, cross=cross_features)
+        self.features = ContextFeatures.build(
+            max_touches, extra_features, cross=cross_features, since=since_abandonment
+        )
         self._rows = self.features.row_function()
         self._n_rows = self.features.n_rows
         self.design = ArmDesign.build(arms)
@@ -422,7 +460,12 @@ class ThompsonPolicy:
         self._feasible_cache: dict[tuple[str, ...], tuple[FloatArray, IntArray, FloatArray]] = {}
 
         self.prior_mean, self.prior_precision = _prior_matrices(
-            self.prior, self.features.n_rows, self.design.columns, model, self.features.cross_rows
+            self.prior,
+            self.features.n_rows,
+            self.design.columns,
+            model,
+            self.features.cross_rows,
+            self.features.since_rows,
         )
         if model == "noisy_or":
             # The message part's arm columns: column 0 (intercept) belongs to the organic
@@ -484,7 +527,8 @@ class ThompsonPolicy:
         Args:
             context: ``cart_value``, ``customer_type``, ``device``, ``checkout_stage``,
                 ``previous_abandons``, ``channels`` (reachable and consented; an absent key
-                means none, so only the holdout arm is feasible), ``local_hour``, ``touch``.
+                means none, so only the holdout arm is feasible), ``local_hour``, ``touch``,
+                ``hours_since_abandonment`` (float; absent: not known).
             now: the decision time (naive datetimes are taken as UTC).
 
         Returns:
@@ -841,9 +885,11 @@ class ThompsonPolicy:
                     for k, v in asdict(self.prior).items()
                     if (self.model == "noisy_or" or k not in _NOISY_OR_ONLY)
                     and (self.features.cross or k not in _CROSS_ONLY)
+                    and (self.features.since or k not in _SINCE_ONLY)
                 },
                 "model": self.model,
                 **({"cross_features": True} if self.features.cross else {}),
+                **({"since_abandonment": True} if self.features.since else {}),
             },
             "rows": self.features.names,
             "columns": list(self.design.columns),
@@ -878,7 +924,7 @@ class ThompsonPolicy:
     def from_state(cls, state: Mapping[str, Any]) -> ThompsonPolicy:
         """Rebuild a policy from :meth:`state` output (e.g. after a JSON round trip)."""
         version = state.get("version")
-        if version not in (1, 2, 3, STATE_VERSION):
+        if version not in (1, 2, 3, 4, STATE_VERSION):
             raise ValueError(f"state version must be 1 to {STATE_VERSION}, not {version!r}")
         config = state["config"]
         half_life = config["half_life_seconds"]
@@ -905,6 +951,8 @@ class ThompsonPolicy:
             model=config.get("model", "logistic"),
             # States before version 4 hold no cross rows.
             cross_features=config.get("cross_features", False),
+            # States before version 5 hold no hours-since-abandonment rows.
+            since_abandonment=config.get("since_abandonment", False),
         )
         mean = np.array(state["mean"], dtype=np.float64)
         precision = np.array(state["precision"], dtype=np.float64)
@@ -938,8 +986,10 @@ class ThompsonPolicy:
 
     def _state_version(self) -> int:
         """The oldest state version that can hold this policy (see :data:`STATE_VERSION`)."""
-        if self.features.cross:
+        if self.features.since:
             return STATE_VERSION
+        if self.features.cross:
+            return 4
         return 3 if self.model == "noisy_or" else 2
 
     def _refresh_pool(self, factor: FloatArray | None = None) -> None:
@@ -1453,7 +1503,12 @@ def _profit_negated(negated: FloatArray, gain: FloatArray, charge: FloatArray) -
 
 
 def _prior_matrices(
-    prior: Prior, n_rows: int, columns: Sequence[str], model: str, cross_rows: range = range(0)
+    prior: Prior,
+    n_rows: int,
+    columns: Sequence[str],
+    model: str,
+    cross_rows: range = range(0),
+    since_rows: range = range(0),
 ) -> tuple[FloatArray, FloatArray]:
     n_cols = len(columns)
     discount = np.array([c.startswith("discount=") for c in columns])
@@ -1476,6 +1531,14 @@ def _prior_matrices(
         sd[0, 1] = prior.sd_intercept
         sd[1:, 1] = prior.sd_response_context
     sd[cross_rows.start : cross_rows.stop] *= prior.cross_scale
+    # The hours since abandonment move the organic part (logistic: the log-odds of any
+    # decision) alone; their message cells are pinned at zero.
+    sd[since_rows.start : since_rows.stop, 0] = prior.sd_since
+    sd[since_rows.start : since_rows.stop, 1:] = _PINNED_SD
+    if since_rows:
+        # A context that does not say (the "other" row, the last) is left as it would be
+        # without the rows.
+        sd[since_rows.stop - 1] = _PINNED_SD
     return mean, 1.0 / sd**2
 
 

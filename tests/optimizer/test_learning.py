@@ -260,6 +260,50 @@ def test_noisy_or_sends_nothing_costly_to_customers_who_buy_anyway() -> None:
     assert error < bound, (error, bound)
 
 
+def test_organic_buying_is_learned_by_the_hours_since_abandonment() -> None:
+    # Given carts decided half an hour after abandonment, of which 30 % buy on their own, and
+    # carts decided 60 hours after it, of which 3 % still do (most who would have, already
+    # have), at the same touch; a message adds its own 8 % (noisy-OR) to either
+    organic = {0.5: 0.30, 60.0: 0.03}
+
+    def p(ctx: Mapping[str, Any], arm: Arm, _hours: float) -> float:
+        own = organic[ctx["hours_since_abandonment"]]
+        return own if arm.is_holdout else 1.0 - (1.0 - own) * (1.0 - 0.08)
+
+    def ctx_at(since: float) -> dict[str, Any]:
+        return {**context(touch=2), "hours_since_abandonment": since}
+
+    def learn(since_abandonment: bool) -> tuple[ThompsonPolicy, list[Any]]:
+        policy = ThompsonPolicy(ARMS, ECON, seed=5, since_abandonment=since_abandonment)
+        made = run(
+            policy,
+            p,
+            lambda i, rng: ctx_at(0.5 if i % 2 else 60.0),
+            n=8000,
+            rng=np.random.default_rng(5),
+        )
+        return policy, made
+
+    # When the policy learns with its hours-since-abandonment rows
+    policy, made = learn(True)
+    # Then its organic estimate (the holdout arm's conversion) for each is within 4 standard
+    # errors of the truth, counted on the holdout plays alone (the message plays add more)
+    for since, truth in organic.items():
+        n = _plays(made, HOLDOUT, lambda d, s=since: d.context["hours_since_abandonment"] == s)
+        estimate = policy.conversion_probability(ctx_at(since))[_index(policy, HOLDOUT)]
+        assert abs(estimate - truth) < 4 * math.sqrt(truth * (1 - truth) / n), (since, estimate)
+    # While without them the two are one context to the model, whose one estimate cannot be
+    # right for both: it is more than 4 standard errors from at least one truth
+    blind, made = learn(False)
+    first, late = (blind.conversion_probability(ctx_at(s))[_index(blind, HOLDOUT)] for s in organic)
+    assert first == late
+    misses = []
+    for since, truth in organic.items():
+        n = _plays(made, HOLDOUT, lambda d, s=since: d.context["hours_since_abandonment"] == s)
+        misses.append(abs(first - truth) > 4 * math.sqrt(truth * (1 - truth) / n))
+    assert any(misses), first
+
+
 def test_forgetting_follows_a_change_within_days() -> None:
     # Given email better than SMS for three days, then the reverse
     shift = 72.0

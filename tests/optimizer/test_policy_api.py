@@ -52,11 +52,18 @@ def _learned(
     every: int,
     hours: float,
     cross_features: bool = False,
+    since_abandonment: bool = False,
     model: str = "noisy_or",
 ) -> ThompsonPolicy:
     """A policy that has decided once a minute and learned that every ``every``-th
     decision converted, all recorded ``hours`` after the start and folded in."""
-    policy = _policy(seed, batch_size=10_000, cross_features=cross_features, model=model)
+    policy = _policy(
+        seed,
+        batch_size=10_000,
+        cross_features=cross_features,
+        since_abandonment=since_abandonment,
+        model=model,
+    )
     for i in range(decisions):
         d = policy.choose(context(), now=START + timedelta(minutes=i))
         policy.record(
@@ -196,15 +203,30 @@ def test_refits_while_only_recording_draw_no_pool_and_change_no_decision(
 
 
 @pytest.mark.parametrize(
-    ("model", "cross", "version"),
-    [("logistic", True, 4), ("noisy_or", True, 4), ("logistic", False, 2), ("noisy_or", False, 3)],
+    ("model", "cross", "since", "version"),
+    [
+        ("noisy_or", False, True, 5),
+        ("noisy_or", True, True, 5),
+        ("logistic", False, True, 5),
+        ("logistic", True, False, 4),
+        ("noisy_or", True, False, 4),
+        ("logistic", False, False, 2),
+        ("noisy_or", False, False, 3),
+    ],
 )
 def test_state_round_trip_is_exact_and_continues_identically(
-    model: str, cross: bool, version: int
+    model: str, cross: bool, since: bool, version: int
 ) -> None:
     # Given a policy with a learned posterior, pending decisions and buffered records
-    policy = _policy(11, batch_size=10_000, model=model, cross_features=cross)
-    decisions = [policy.choose(context(), now=START + timedelta(minutes=i)) for i in range(300)]
+    policy = _policy(
+        11, batch_size=10_000, model=model, cross_features=cross, since_abandonment=since
+    )
+    decisions = [
+        policy.choose(
+            {**context(), "hours_since_abandonment": i / 10}, now=START + timedelta(minutes=i)
+        )
+        for i in range(300)
+    ]
     for i, d in enumerate(decisions[:200]):
         policy.record(
             d,
@@ -222,16 +244,19 @@ def test_state_round_trip_is_exact_and_continues_identically(
     text = json.dumps(policy.state())
     state = json.loads(text)
     # (a policy saves the oldest version that holds it, which workers not yet upgraded can
-    # read: without the cross rows, the default, a logistic policy saves version 2 and a
-    # noisy-OR one version 3, their priors holding only the fields those versions knew)
+    # read: without the hours-since-abandonment or the cross rows (the default), a logistic
+    # policy saves version 2 and a noisy-OR one version 3, their priors holding only the
+    # fields those versions knew)
     assert state["version"] == version
-    assert STATE_VERSION == 4
+    assert STATE_VERSION == 5
     noisy_or_only = {"message_rate", "sd_response_context"}
     assert (noisy_or_only <= set(state["config"]["prior"])) == (model == "noisy_or")
     assert ("cross_scale" in state["config"]["prior"]) == cross
     assert state["config"].get("cross_features", False) == cross
+    assert ("sd_since" in state["config"]["prior"]) == since
+    assert state["config"].get("since_abandonment", False) == since
     assert state["config"]["model"] == model
-    assert len(state["rows"]) == (57 if cross else 38)
+    assert len(state["rows"]) == 38 + 19 * cross + 6 * since
     clone = ThompsonPolicy.from_state(state)
     # Then the state is identical, and both continue identically
     assert json.dumps(clone.state()) == text
@@ -310,14 +335,16 @@ def test_a_version_2_state_continues_as_the_logistic_model_it_learned() -> None:
     a = [policy.choose(context(), now=now) for _ in range(20)]
     b = [loaded.choose(context(), now=now) for _ in range(20)]
     assert [(d.arm, d.propensity) for d in a] == [(d.arm, d.propensity) for d in b]
-    # And it keeps its rows (no cross rows, which it did not learn) and saves version 2
+    # And it keeps its rows (no cross or hours-since-abandonment rows, which it did not learn)
+    # and saves version 2
     assert not loaded.features.cross
+    assert not loaded.features.since
     assert loaded.state()["version"] == 2
     # While an unknown model or version is refused by name
     with pytest.raises(ValueError, match="model"):
         ThompsonPolicy.from_state({**state, "config": {**state["config"], "model": "probit"}})
     with pytest.raises(ValueError, match="version"):
-        ThompsonPolicy.from_state({**state, "version": 5})
+        ThompsonPolicy.from_state({**state, "version": 6})
 
 
 def test_device_by_cart_value_cross_rows() -> None:
@@ -355,6 +382,40 @@ def test_device_by_cart_value_cross_rows() -> None:
     plain = _policy(3)
     assert not any(n.startswith("device×") for n in plain.features.names)
     assert plain.features.n_slots == policy.features.n_slots - 1
+
+
+def test_hours_since_abandonment_rows() -> None:
+    # Given a policy that learns the hours-since-abandonment rows
+    policy = _policy(3, since_abandonment=True)
+    names = policy.features.names
+    since = policy.features.since_rows
+
+    def since_row(hours: object) -> str:
+        rows = policy.features.rows({"cart_value": 80.0, "hours_since_abandonment": hours})
+        assert len(rows) == policy.features.n_slots
+        (mine,) = [r for r in rows if r in since]
+        return names[mine]
+
+    # Then a context activates one row by the hours since its cart was abandoned
+    for hours, label in ((0.0, "<1"), (0.99, "<1"), (1.0, "1-6"), (23.5, "6-24"), (47, "24-48")):
+        assert since_row(hours) == f"hours_since_abandonment={label}", hours
+    assert since_row(500.0) == "hours_since_abandonment=>=48"
+    # And a missing, negative or non-numeric value its "other" row
+    for bad in (None, -1.0, float("nan"), float("inf"), "soon"):
+        assert since_row(bad) == "hours_since_abandonment=other", bad
+    assert "hours_since_abandonment=other" == names[policy.features.rows({"cart_value": 1.0})[-1]]
+    # And the rows move the organic part alone: their message cells are pinned at zero, and
+    # so is all of the "other" row, so that a context that does not say is scored as without
+    # the rows
+    sd = policy.prior_precision**-0.5
+    np.testing.assert_allclose(sd[since.start : since.stop - 1, 0], policy.prior.sd_since)
+    assert (sd[since.start : since.stop, 1:] <= 1e-3).all()
+    assert sd[since.stop - 1, 0] <= 1e-3
+    np.testing.assert_array_equal(policy.prior_mean[since.start : since.stop], 0.0)
+    # While by default the rows are those of version 4 and earlier
+    plain = _policy(3)
+    assert not any(n.startswith("hours_since") for n in plain.features.names)
+    assert plain.features.n_rows == policy.features.n_rows - 6
 
 
 def test_extra_features_are_learned_and_unknown_values_tolerated() -> None:
