@@ -51,6 +51,7 @@ POLICIES = (
     "thompson",
     "thompson-logistic",
     "thompson-cross",
+    "thompson-since",
     "schedule",
     "random",
     "epsilon-greedy",
@@ -224,7 +225,7 @@ def make_policy(name: str, scenario: Scenario, seed: int) -> Policy:
     rng = np.random.default_rng(seed)
     arms = scenario.arms
     touches = scenario.max_touches
-    if name in ("thompson", "thompson-logistic", "thompson-cross"):
+    if name in ("thompson", "thompson-logistic", "thompson-cross", "thompson-since"):
         return ThompsonPolicy(
             arms,
             scenario.economics,
@@ -233,6 +234,7 @@ def make_policy(name: str, scenario: Scenario, seed: int) -> Policy:
             attribution_window=timedelta(hours=scenario.attribution_window_hours),
             model="logistic" if name == "thompson-logistic" else "noisy_or",
             cross_features=name == "thompson-cross",
+            since_abandonment=name == "thompson-since",
         )
     if name == "schedule":
         offsets = (60, 24 * 60, 72 * 60)[:touches]
@@ -373,7 +375,15 @@ def run_policy(
         due = [(i, k) for i, k in due if not converted[i]]
         if due:
             hour = int(end % 24.0)
-            contexts = [{**carts.contexts[i], "touch": k, "local_hour": hour} for i, k in due]
+            contexts = [
+                {
+                    **carts.contexts[i],
+                    "touch": k,
+                    "local_hour": hour,
+                    "hours_since_abandonment": end - float(carts.arrival_hours[i]),
+                }
+                for i, k in due
+            ]
             now = when(end)
             if many is not None:
                 chosen: Sequence[Decision] = many(contexts, now=now)

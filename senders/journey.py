@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 from optimizer import Decision as PolicyDecision
 from optimizer import Policy
+from optimizer.features import SINCE_KEY
 from senders import compliance
 from senders.sql import among
 from settings import Settings
@@ -109,15 +110,15 @@ def check_cart(rt: Runtime, cart_id: int) -> list[FollowUp]:
             )
         )
         logger.info("Cart %s abandoned (journey %d, value %.2f)", cart_id, journey, cart.value)
-        decided = _decide(conn, rt, [_Next(cart, journey, 1)], base=now, now=now)
+        decided = _decide(conn, rt, [_Next(cart, journey, 1, now)], base=now, now=now)
         return schedule(conn, rt, decided, now)
 
 
 # --- deciding --------------------------------------------------------------------------------
 
 
-#: What deciding a next touch reads of a cart and of its customer (no items, no timestamps:
-#: each JSON document and timestamp read costs CPU per row).
+#: What deciding a next touch reads of a cart and of its customer (no items, and of the
+#: timestamps only the abandonment's: each JSON document and timestamp read costs CPU per row).
 _NEXT_CART_COLUMNS = [
     cart_t.c[name]
     for name in (
@@ -130,6 +131,7 @@ _NEXT_CART_COLUMNS = [
         "checkout_stage",
         "device",
         "journey",
+        "abandoned_at",
     )
 ]
 _CONTEXT_CUSTOMER_COLUMNS = [
@@ -150,18 +152,26 @@ _CONTEXT_CUSTOMER_COLUMNS = [
 
 @dataclass(frozen=True)
 class _Next:
-    """A touch to decide: the cart (as read in this transaction), its journey and touch no."""
+    """A touch to decide: the cart (as read in this transaction), its journey and touch no.,
+    and when the journey began (the cart's abandonment)."""
 
     cart: Any
     journey: int
     touch: int
+    abandoned_at: datetime | None
 
 
 def build_contexts(
-    conn: sa.Connection, items: Sequence[_Next], customers: Mapping[int, Any], *, now: datetime
+    conn: sa.Connection,
+    items: Sequence[_Next],
+    customers: Mapping[int, Any],
+    *,
+    now: datetime,
+    time_scale: float = 1.0,
 ) -> list[dict[str, Any]]:
     """What the policy knows about each cart and its customer at its touch (three queries for
-    any number of carts)."""
+    any number of carts). ``time_scale``: how many times faster than real time the product's
+    clock runs (see ``Settings.time_scale``)."""
     known = [c for c in customers.values() if c is not None]
     reach = compliance.reachable_many(conn, known)
     history: dict[int, tuple[int, int]] = {}
@@ -197,6 +207,12 @@ def build_contexts(
             previous_abandons += journeys - item.journey
             if customer.timezone:
                 local_hour = now.astimezone(ZoneInfo(customer.timezone)).hour
+        since: dict[str, float] = {}
+        if item.abandoned_at is not None:
+            # In the product's time: a demo running time_scale times faster has seen
+            # time_scale hours of journey for each real one.
+            elapsed = (now - item.abandoned_at).total_seconds() * time_scale
+            since[SINCE_KEY] = max(0.0, elapsed / 3600.0)
         contexts.append(
             {
                 # Routes the persistent holdout (a stable hash per customer); not a feature.
@@ -212,6 +228,7 @@ def build_contexts(
                 "channels": channels,
                 "local_hour": local_hour,
                 "touch": item.touch,
+                **since,
             }
         )
     return contexts
@@ -251,7 +268,9 @@ def _decide(
             )
         )
     }
-    contexts = build_contexts(conn, [i for i, _ in wanted], customers, now=now)
+    contexts = build_contexts(
+        conn, [i for i, _ in wanted], customers, now=now, time_scale=rt.settings.time_scale
+    )
     rows: list[dict[str, Any]] = []
     for (item, policy), context in zip(wanted, contexts, strict=True):
         cart = item.cart
@@ -363,7 +382,7 @@ def after_sent(
         )
     }
     following = [
-        _Next(carts[d.cart_id], d.journey, d.touch + 1)
+        _Next(carts[d.cart_id], d.journey, d.touch + 1, carts[d.cart_id].abandoned_at)
         for d in decisions
         if carts[d.cart_id].status == CartStatus.ABANDONED and carts[d.cart_id].journey == d.journey
     ]

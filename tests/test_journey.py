@@ -153,6 +153,10 @@ def test_order_voids_later_touches_and_records_outcomes(
 
     d1, d2 = decisions(rt)
     assert (d1.state, d2.state, d2.state_reason) == ("sent", "void", "ordered")
+    # The policy was told how long each journey had run, in the product's hours: touch 2 was
+    # decided when touch 1 went out, an hour of the product's time after the abandonment
+    assert d1.context["hours_since_abandonment"] == 0.0
+    assert d2.context["hours_since_abandonment"] == pytest.approx(rt.settings.time_scale)
     outcomes = {o.decision_id: o for o in rows(rt, "outcome")}
     assert set(outcomes) == {d1.id, d2.id}
     assert outcomes[d1.id].converted and outcomes[d1.id].revenue == 238.0

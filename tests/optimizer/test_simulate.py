@@ -105,7 +105,34 @@ def test_oracle_respects_reachability() -> None:
             assert arm.is_holdout or arm.channel in channels
 
 
-@pytest.mark.parametrize("name", ["thompson", "thompson-logistic", "thompson-cross"])
+def test_policies_are_told_how_long_each_journey_has_run() -> None:
+    # Given the fixed schedule (email at 1 h, 24 h and 72 h after abandonment), watched
+    from optimizer import FixedSchedulePolicy
+
+    seen: list[dict[str, Any]] = []
+
+    class Watched(FixedSchedulePolicy):
+        def choose(self, context: Any, *, now: Any) -> Any:
+            seen.append(dict(context))
+            return super().choose(context, now=now)
+
+    scenario = load_scenario("apparel")
+    carts = draw_carts(scenario, 300, np.random.default_rng(4))
+    # When it runs, decided every 10 minutes
+    run_policy(scenario, Watched(), carts, tick_minutes=10.0)
+    # Then each touch's context says the hours since abandonment: touch k + 1 is decided when
+    # touch k goes out, the schedule's offset after the abandonment, plus the wait for the
+    # next sweep at each of the k decisions so far (10 minutes at most each)
+    for touch, offset in ((1, 0.0), (2, 1.0), (3, 24.0)):
+        hours = [c["hours_since_abandonment"] for c in seen if c["touch"] == touch]
+        assert hours, touch
+        late = touch * 10 / 60 + 1e-9
+        assert all(offset <= h <= offset + late for h in hours), (touch, hours[:5])
+
+
+@pytest.mark.parametrize(
+    "name", ["thompson", "thompson-logistic", "thompson-cross", "thompson-since"]
+)
 def test_thompson_learns_in_the_simulator_and_progress_is_reported(
     tmp_path: Path, name: str
 ) -> None:
@@ -117,6 +144,7 @@ def test_thompson_learns_in_the_simulator_and_progress_is_reported(
     assert isinstance(policy, ThompsonPolicy)
     assert policy.model == ("logistic" if name == "thompson-logistic" else "noisy_or")
     assert policy.features.cross == (name == "thompson-cross")
+    assert policy.features.since == (name == "thompson-since")
     ours = run_policy(scenario, policy, carts, on_progress=seen.append)
     uniform = run_policy(scenario, make_policy("random", scenario, 9), carts)
     # Then every cart was reported, and ours earns more than uniform random choices. The
