@@ -45,10 +45,11 @@ Model
     distribution: pinned at the true 20-hour mean, it leaves 0.068 as it was.
 
     ``since_abandonment=True`` tells the organic part how long the journey has run (the
-    context's ``hours_since_abandonment``, 5 bins). It narrows the gap on apparel (same run:
-    0.073 / 0.049 / 0.034 learned) but not on grocery (0.251 / 0.146 / 0.127 learned against
-    0.307 / 0.252 / 0.201 bought; without it 0.266 / 0.158 / 0.103 against 0.308 / 0.180 /
-    0.204). And it pays too little to be sure of: 20 paired runs of 50,000 carts (4
+    context's ``hours_since_abandonment``, 5 bins). It narrows the gap on apparel (same
+    carts: 0.073 / 0.049 / 0.034 learned against 0.081 / 0.098 / 0.078 bought) but not at
+    touch 1 on grocery (0.251 / 0.146 / 0.127 learned against 0.307 / 0.252 / 0.201 bought;
+    without it 0.266 / 0.158 / 0.103 against 0.308 / 0.180 / 0.204). And it pays too
+    little to be sure of: 20 paired runs of 50,000 carts (4
     scenarios x seeds 1-4 and 2025), share +0.011 over all carts (standard error 0.015) and
     +0.031 over the last 20 % (0.021); apparel +0.020 / +0.023, apparel-shift +0.049 /
     +0.077, electronics -0.002 / +0.022, grocery -0.021 / +0.003. So it is off by default.
