@@ -150,7 +150,8 @@ _CROSS_ONLY = ("cross_scale",)
 #: Prior fields only the hours-since-abandonment rows use: likewise.
 _SINCE_ONLY = ("sd_since",)
 #: Prior sd that pins a weight at its prior mean (the message cells of the rows that only the
-#: organic part has): a precision of 1e6 against the data's few thousand at most.
+#: organic part has, and the whole of their "other" row): a precision of 1e6 against the
+#: data's few thousand at most.
 _PINNED_SD = 1e-3
 #: choose_many scores at most this many carts per vectorised block (bounds memory).
 _BLOCK = 256

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from optimizer import FixedSchedulePolicy
 from optimizer.bernoulli import lai_robbins_bound, thompson_bernoulli_regret
 from optimizer.scenario import load_scenario, shipped_scenarios
 from optimizer.simulate import (
@@ -107,8 +108,6 @@ def test_oracle_respects_reachability() -> None:
 
 def test_policies_are_told_how_long_each_journey_has_run() -> None:
     # Given the fixed schedule (email at 1 h, 24 h and 72 h after abandonment), watched
-    from optimizer import FixedSchedulePolicy
-
     seen: list[dict[str, Any]] = []
 
     class Watched(FixedSchedulePolicy):
