@@ -52,6 +52,7 @@ POLICIES = (
     "thompson-logistic",
     "thompson-cross",
     "thompson-since",
+    "thompson-forget-prior",
     "schedule",
     "random",
     "epsilon-greedy",
@@ -225,7 +226,7 @@ def make_policy(name: str, scenario: Scenario, seed: int) -> Policy:
     rng = np.random.default_rng(seed)
     arms = scenario.arms
     touches = scenario.max_touches
-    if name in ("thompson", "thompson-logistic", "thompson-cross", "thompson-since"):
+    if name in POLICIES and name.startswith("thompson"):
         return ThompsonPolicy(
             arms,
             scenario.economics,
@@ -235,6 +236,7 @@ def make_policy(name: str, scenario: Scenario, seed: int) -> Policy:
             model="logistic" if name == "thompson-logistic" else "noisy_or",
             cross_features=name == "thompson-cross",
             since_abandonment=name == "thompson-since",
+            forgetting="prior" if name == "thompson-forget-prior" else "mean",
         )
     if name == "schedule":
         offsets = (60, 24 * 60, 72 * 60)[:touches]

@@ -331,6 +331,42 @@ def test_forgetting_follows_a_change_within_days() -> None:
     assert share[timedelta(days=1)] > share[None], share
 
 
+def test_forgetting_fades_certainty_and_keeps_what_was_learned() -> None:
+    # Given policies that have learned for two days that SMS sells and a late email does not,
+    # one forgetting towards its learned mean (the default) and one towards its prior
+    def p(_ctx: Mapping[str, Any], arm: Arm, _hours: float) -> float:
+        return {SMS: 0.15, EMAIL_LATE: 0.005}.get(arm, 0.05)
+
+    prior = ThompsonPolicy(ARMS, ECON, seed=8).conversion_probability(context())
+    for forgetting in ("mean", "prior"):
+        policy = ThompsonPolicy(
+            ARMS, ECON, seed=8, half_life=timedelta(days=1), forgetting=forgetting
+        )
+        run(policy, p, lambda i, rng: context(), n=4800, rng=np.random.default_rng(8))
+        policy.update()
+        learned = policy.conversion_probability(context())
+        prior_precision = np.diag(policy.prior_precision.ravel())
+        evidence = np.linalg.norm(policy.precision - prior_precision)
+        # When ten half-lives pass without evidence
+        policy.choose(context(), now=START + timedelta(days=12))
+        policy.update()
+        after = policy.conversion_probability(context())
+        # Then the certainty fades alike: what is left of the evidence's precision is about
+        # 2 ** -10 of it (less than 2 ** -9)
+        assert evidence > 1000, forgetting  # it had learned something
+        left = np.linalg.norm(policy.precision - prior_precision)
+        assert left < evidence / 512, (forgetting, left, evidence)
+        if forgetting == "mean":
+            # And the default keeps its estimates: the late email stays as poor as learned,
+            # not as good as the prior guessed
+            np.testing.assert_allclose(after, learned, rtol=1e-9)
+        else:
+            # While forgetting towards the prior drifts back to the prior's guess: the late
+            # email regains more than half of what it had lost
+            late = _index(policy, EMAIL_LATE)
+            assert after[late] - learned[late] > 0.5 * (prior[late] - learned[late]), after
+
+
 def test_exploration_floor_and_cold_start() -> None:
     # Given a policy that has learned that SMS is best by far
     policy = ThompsonPolicy(ARMS, ECON, seed=5, min_propensity=0.01)

@@ -203,23 +203,29 @@ def test_refits_while_only_recording_draw_no_pool_and_change_no_decision(
 
 
 @pytest.mark.parametrize(
-    ("model", "cross", "since", "version"),
+    ("model", "cross", "since", "version", "forgetting"),
     [
-        ("noisy_or", False, True, 5),
-        ("noisy_or", True, True, 5),
-        ("logistic", False, True, 5),
-        ("logistic", True, False, 4),
-        ("noisy_or", True, False, 4),
-        ("logistic", False, False, 2),
-        ("noisy_or", False, False, 3),
+        ("noisy_or", False, True, 5, "mean"),
+        ("noisy_or", True, True, 5, "mean"),
+        ("logistic", False, True, 5, "mean"),
+        ("logistic", True, False, 4, "mean"),
+        ("noisy_or", True, False, 4, "mean"),
+        ("logistic", False, False, 2, "mean"),
+        ("noisy_or", False, False, 3, "mean"),
+        ("noisy_or", False, False, 3, "prior"),
     ],
 )
 def test_state_round_trip_is_exact_and_continues_identically(
-    model: str, cross: bool, since: bool, version: int
+    model: str, cross: bool, since: bool, version: int, forgetting: str
 ) -> None:
     # Given a policy with a learned posterior, pending decisions and buffered records
     policy = _policy(
-        11, batch_size=10_000, model=model, cross_features=cross, since_abandonment=since
+        11,
+        batch_size=10_000,
+        model=model,
+        cross_features=cross,
+        since_abandonment=since,
+        forgetting=forgetting,
     )
     decisions = [
         policy.choose(
@@ -256,6 +262,7 @@ def test_state_round_trip_is_exact_and_continues_identically(
     assert ("sd_since" in state["config"]["prior"]) == since
     assert state["config"].get("since_abandonment", False) == since
     assert state["config"]["model"] == model
+    assert state["config"]["forgetting"] == forgetting
     assert len(state["rows"]) == 38 + 19 * cross + 6 * since
     clone = ThompsonPolicy.from_state(state)
     # Then the state is identical, and both continue identically
@@ -432,6 +439,7 @@ def test_extra_features_are_learned_and_unknown_values_tolerated() -> None:
         ({"min_propensity": 0.5}, "min_propensity"),
         ({"max_touches": 0}, "max_touches"),
         ({"half_life": timedelta(0)}, "half_life"),
+        ({"forgetting": "never"}, "forgetting"),
         ({"attribution_window": timedelta(0)}, "attribution_window"),
         ({"n_draws": 0}, "n_draws"),
         ({"pool_size": 0}, "pool_size"),
