@@ -107,26 +107,26 @@ Forgetting
     Before each refit the data part of the posterior's precision (beyond the prior's) decays
     by ``0.5 ** (elapsed / half_life)``, so old evidence weighs less and a change in response
     is followed within a few half-lives. The posterior mean stays where the evidence put it
-    (``forgetting="mean"``, the default): only its certainty fades, as under a random walk of
-    the weights. Decaying precision × mean alike (``forgetting="prior"``, the former
+    (``forgetting="mean"``, the default): only its certainty fades, much as under a random
+    walk of the weights. Decaying precision × mean alike (``forgetting="prior"``, the former
     behaviour) also forgets *what* was learned: the mean drifts back towards the prior, and an
-    arm the policy has stopped playing because it learned it was poor drifts back towards
-    "as good as any", gets played again, is learned poor again, and so on. The prior knows
-    nothing of delays, and this is one way a learned delay curve wears down. On grocery
-    (seed 1, 50,000 carts) two in five first touches to new customers in the second half went
-    to 12- and 24-hour delays, whose decisions bought 0.140 and 0.147 against 0.166 for
-    half-hour ones (holdout 0.120), and a wrong delay cost 0.30 of the achievable uplift of
-    first touches (apparel, seed 2025: 0.17), far more than a wrong
-    channel (0.02 and 0.004) or discount (0.03 and 0.05). On apparel the decisions with a
-    24-hour first touch bought 0.078, the model expected 0.108, and a fit of the same final
-    outcomes without forgetting 0.085. Keeping the mean, 18 paired runs of 50,000 carts (4
-    scenarios x seeds 1-3 and 2025, apparel and grocery also seed 4) captured +0.021 more of
-    the achievable uplift over all carts (standard error 0.013) and +0.023 over the last
-    20 % (0.015); grocery +0.053 / +0.037, electronics +0.034 / +0.046, apparel -0.004 /
-    +0.015, apparel-shift -0.003 / -0.008, so following its shift did not suffer. On the
-    two runs above, the loss of first touches fell from 0.38 to 0.29 of their achievable
-    uplift on grocery (wrong delays 0.30 -> 0.25) and from 0.25 to 0.20 on apparel (0.17 ->
-    0.12).
+    arm the policy has stopped playing because it learned it was poor drifts back towards "as
+    good as any", gets played again, is learned poor again, and so on. The prior knows nothing
+    of delays, and this is one way a learned delay curve wears down. On grocery (seed 1,
+    50,000 carts) two in five first touches to new customers in the second half went to 12-
+    and 24-hour delays, whose decisions bought 0.140 and 0.147 against 0.166 for half-hour
+    ones (holdout 0.120), and a wrong delay cost 0.30 of the achievable uplift of first
+    touches (apparel, seed 2025: 0.17), far more than a wrong channel (0.02 and 0.004) or
+    discount (0.03 and 0.05). On apparel the decisions with a 24-hour first touch bought
+    0.078, the model expected 0.108, and a fit of the same final outcomes without forgetting
+    0.085. Keeping the mean, 18 paired runs of 50,000 carts (4 scenarios x seeds 1-3 and 2025,
+    apparel and grocery also seed 4) captured +0.021 more of the achievable uplift over all
+    carts (standard error 0.013) and +0.023 over the last 20 % (0.015); grocery +0.053 /
+    +0.037, electronics +0.034 / +0.046, apparel -0.004 / +0.015, apparel-shift -0.003 /
+    -0.008, so following its shift did not suffer (noisy-OR model; the logistic one was not
+    measured). On the two runs above, the loss of first touches fell from 0.38 to 0.29 of
+    their achievable uplift on grocery (wrong delays 0.30 -> 0.25) and from 0.25 to 0.20 on
+    apparel (0.17 -> 0.12).
 """
 
 from __future__ import annotations
@@ -1098,10 +1098,10 @@ class ThompsonPolicy:
     def _decay(self, clock: float) -> FloatArray | None:
         """Decay the data part of the posterior's precision to ``clock``.
 
-        Updates the precision and returns the precision x mean to refit from (the mean kept,
-        or with ``forgetting="prior"`` its data part decayed too) (``None`` when
-        nothing decayed, the mean being then unchanged); the caller turns it into the mean,
-        or folds it into the next Laplace fit, which needs no separate solve for it.
+        Updates the precision and returns the precision x mean to refit from, which keeps
+        the mean (with ``forgetting="prior"``, its data part decays too), or ``None`` when
+        nothing decayed; the caller turns it into the mean, or folds it into the next
+        Laplace fit, which needs no separate solve for it.
         """
         if self.half_life is None or self._last_decay is None:
             self._last_decay = clock
