@@ -988,7 +988,7 @@ class ThompsonPolicy:
             # States before version 5 hold no hours-since-abandonment rows.
             since_abandonment=config.get("since_abandonment", False),
             # States saved before the option existed take today's default.
-            forgetting=config.get("forgetting", "mean"),
+            **({"forgetting": config["forgetting"]} if "forgetting" in config else {}),
         )
         mean = np.array(state["mean"], dtype=np.float64)
         precision = np.array(state["precision"], dtype=np.float64)

@@ -325,18 +325,20 @@ def test_a_version_1_state_loads_with_the_discount_column_at_its_prior() -> None
 
 
 def test_a_version_2_state_continues_as_the_logistic_model_it_learned() -> None:
-    # Given a logistic policy that has learned, saved as version 2 saved it (no model key)
+    # Given a logistic policy that has learned, saved as version 2 saved it (no model or
+    # forgetting key)
     policy = _learned(13, decisions=300, every=6, hours=5, model="logistic")
     state = json.loads(json.dumps(policy.state()))
     old = {
         **state,
         "version": 2,
-        "config": {k: v for k, v in state["config"].items() if k != "model"},
+        "config": {k: v for k, v in state["config"].items() if k not in ("model", "forgetting")},
     }
     # When it is loaded
     loaded = ThompsonPolicy.from_state(old)
     # Then it is the same logistic policy: same posterior, same next decisions
     assert loaded.model == "logistic"
+    assert loaded.forgetting == "mean"  # today's default, which it was saved without
     np.testing.assert_array_equal(loaded.mean, policy.mean)
     now = START + timedelta(hours=6)
     a = [policy.choose(context(), now=now) for _ in range(20)]
