@@ -177,6 +177,8 @@ _SINCE_ONLY = ("sd_since",)
 #: organic part has, and the whole of their "other" row): a precision of 1e6 against the
 #: data's few thousand at most.
 _PINNED_SD = 1e-3
+#: Bound on the sum of a context's log-odds rows in the pool of odds (``exp`` of it is finite).
+_ODDS_LOG_BOUND = 700.0
 #: choose_many scores at most this many carts per vectorised block (bounds memory).
 _BLOCK = 256
 
@@ -577,12 +579,13 @@ class ThompsonPolicy:
         u = self.rng.random(self.n_draws + 2)
         picks = (u[: self.n_draws] * self.pool_size).astype(np.int64)
         picks *= self._n_rows
-        # Minus the draws' log-odds of every arm: the pool is stored projected on the arms and
-        # negated, so this is a gather and a sum, no product; gathered row-major (context row,
-        # draw), the sum runs over contiguous blocks.
+        # The pool is stored projected on the arms, so this is a gather and a reduction, no
+        # matrix product; gathered row-major (context row, draw), the reduction runs over
+        # contiguous blocks. Noisy-OR: the pool holds odds, multiplied over the context's
+        # rows (no exp per decision); logistic: minus the log-odds, summed.
         if self.model == "noisy_or":
-            gathered = np.take(self._proj_pool, np.asarray(rows)[:, None] + picks, axis=0)
-            profit = _profit_nor(gathered.sum(axis=0), value * self._value_factor, charge)
+            gathered = np.take(self._odds_pool, np.asarray(rows)[:, None] + picks, axis=0)
+            profit = _profit_odds(gathered.prod(axis=0), value * self._value_factor, charge)
         else:
             gathered = np.take(self._neg_arm_pool, np.asarray(rows)[:, None] + picks, axis=0)
             negated = gathered.sum(axis=0)
@@ -1063,7 +1066,11 @@ class ThompsonPolicy:
         if self.model == "noisy_or":
             proj = flat @ self._proj
             proj.reshape(self.pool_size, -1, proj.shape[1])[:, 0, 1:] += self._v_offset
-            self._proj_pool = proj
+            # As odds, exp(log-odds): ``choose`` multiplies a context's rows instead of summing
+            # them and takes no exp of its own. Each row is bounded so that the product of a
+            # context's rows stays finite.
+            bound = _ODDS_LOG_BOUND / self.features.n_slots
+            self._odds_pool = np.exp(np.clip(proj, -bound, bound, out=proj), out=proj)
         else:
             self._neg_arm_pool = -(flat @ self._a_t)
         self._pool_stale = False
@@ -1503,6 +1510,22 @@ def _profit_nor(logits: FloatArray, gain: FloatArray, charge: FloatArray) -> Flo
     never *= gain
     never -= charge
     return never
+
+
+def _profit_odds(odds: FloatArray, gain: FloatArray, charge: FloatArray) -> FloatArray:
+    """:func:`_profit_nor` from odds rather than log-odds (``choose``'s fast path), in place.
+
+    ``odds[:, 0]`` is the organic odds ``e^u``, ``odds[:, 1:]`` every arm's message odds
+    ``e^v``: ``P(no order) = 1 / ((1 + e^u) (1 + e^v))``, so the profit is ``gain - gain *
+    P(no order) - charge``, with no ``exp`` (its scalar loop costs more than the rest here).
+    ``charge`` is the message cost minus the feasibility penalty (``+inf`` if infeasible).
+    """
+    x = odds[:, 1:]
+    x += 1.0
+    x *= odds[:, :1] + 1.0
+    np.divide(gain, x, out=x)
+    np.subtract(gain - charge, x, out=x)
+    return x
 
 
 def _lag_key(arm: Arm) -> str:
