@@ -53,11 +53,11 @@ def test_noisy_or_prior_golden_values() -> None:
     assert p[0] == pytest.approx(p[2], abs=1e-12)
 
 
-def test_noisy_or_update_matches_a_direct_map_fit() -> None:
-    # Given a small noisy-OR problem: column 0 the organic part, columns 1-2 the message part
-    # (pattern 2 is the holdout arm, which has none), a diagonal Gaussian prior, and weights
-    # that include a provisional negative taken back (w_neg < 0)
-    rng = np.random.default_rng(6)
+def _small_noisy_or_problem(seed: int) -> tuple[np.ndarray, ...]:
+    """(prior mean, prior precision, rows, patterns, arm_of, w_pos, w_neg) of 300 observations
+    on 4 rows x 3 columns: column 0 the organic part, columns 1-2 the message part (pattern 2
+    is the holdout arm, which has none), a diagonal Gaussian prior."""
+    rng = np.random.default_rng(seed)
     n_rows, n_cols, n = 4, 3, 300
     mean = rng.normal(0, 0.3, (n_rows, n_cols))
     mean[0] = (-1.5, -2.0, 0.0)
@@ -66,7 +66,16 @@ def test_noisy_or_update_matches_a_direct_map_fit() -> None:
     patterns = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
     arm_of = rng.integers(0, 3, n)
     w_pos = (rng.random(n) < 0.3).astype(float)
-    w_neg = 1 - w_pos
+    return mean, precision, rows, patterns, arm_of, w_pos, 1 - w_pos
+
+
+def test_noisy_or_update_matches_a_direct_map_fit() -> None:
+    # Given a small noisy-OR problem: column 0 the organic part, columns 1-2 the message part
+    # (pattern 2 is the holdout arm, which has none), a diagonal Gaussian prior, and weights
+    # that include a provisional negative taken back (w_neg < 0)
+    mean, precision, rows, patterns, arm_of, w_pos, w_neg = _small_noisy_or_problem(6)
+    n_rows, n_cols = mean.shape
+    n = rows.shape[0]
     w_neg[:10] = np.where(w_pos[:10] > 0, -0.4, 0.6)
     # When the Newton-Laplace update runs
     eta = precision @ mean.ravel()
@@ -105,16 +114,9 @@ def test_noisy_or_update_matches_a_direct_map_fit() -> None:
 
 def test_noisy_or_steps_are_newton_steps_on_the_observed_hessian() -> None:
     # Given a small noisy-OR problem (as above), its MAP, and a start near it
-    rng = np.random.default_rng(8)
-    n_rows, n_cols, n = 4, 3, 300
-    mean = rng.normal(0, 0.3, (n_rows, n_cols))
-    mean[0] = (-1.5, -2.0, 0.0)
-    precision = np.diag(rng.uniform(1, 4, n_rows * n_cols))
-    rows = np.stack([np.zeros(n, int), rng.integers(1, 4, n)], axis=1)
-    patterns = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
-    arm_of = rng.integers(0, 3, n)
-    w_pos = (rng.random(n) < 0.3).astype(float)
-    w_neg = 1 - w_pos
+    mean, precision, rows, patterns, arm_of, w_pos, w_neg = _small_noisy_or_problem(8)
+    n_rows, n_cols = mean.shape
+    rng = np.random.default_rng(9)
     eta = precision @ mean.ravel()
     cols = patterns[arm_of]
     sent = cols.any(axis=1)
@@ -128,9 +130,7 @@ def test_noisy_or_steps_are_newton_steps_on_the_observed_hessian() -> None:
     ref = scipy.optimize.minimize(loss, mean.ravel(), method="BFGS", options={"gtol": 1e-10}).x
     start = ref + rng.normal(0, 0.2, ref.size)
 
-    # When the fit takes one step from there, with the observed Hessian and with the Fisher
-    # information
-    def one_step(observed: bool) -> np.ndarray:
+    def fit(max_iter: int, observed: bool) -> np.ndarray:
         w, _, _ = _laplace_fit_nor(
             start.reshape(n_rows, n_cols),
             precision,
@@ -140,11 +140,15 @@ def test_noisy_or_steps_are_newton_steps_on_the_observed_hessian() -> None:
             arm_of,
             w_pos,
             w_neg,
-            max_iter=1,
+            max_iter=max_iter,
             tol=0.0,
             observed_steps=observed,
         )
-        return start - w.ravel()
+        return w.ravel()
+
+    # When the fit takes one step from there, with the observed Hessian and with the Fisher
+    # information
+    observed, fisher = start - fit(1, True), start - fit(1, False)
 
     # Then the first is the Newton step of the loss, gradient and Hessian by central differences
     eye = np.eye(ref.size)
@@ -166,30 +170,13 @@ def test_noisy_or_steps_are_newton_steps_on_the_observed_hessian() -> None:
         ]
     )
     newton = np.linalg.solve(hessian, grad)
-    observed, fisher = one_step(True), one_step(False)
     np.testing.assert_allclose(observed, newton, atol=1e-5 * np.abs(newton).max())
     # And the Fisher step is another step, by far more than that tolerance
     assert np.abs(fisher - newton).max() > 100 * 1e-5 * np.abs(newton).max()
 
     # And, from there, the observed steps reach the MAP in fewer steps
     def steps_to_map(observed: bool) -> int:
-        for k in range(1, 30):
-            w, _, _ = _laplace_fit_nor(
-                start.reshape(n_rows, n_cols),
-                precision,
-                eta,
-                rows,
-                patterns,
-                arm_of,
-                w_pos,
-                w_neg,
-                max_iter=k,
-                tol=0.0,
-                observed_steps=observed,
-            )
-            if np.abs(w.ravel() - ref).max() < 1e-6:
-                return k
-        return 30
+        return next((k for k in range(1, 30) if np.abs(fit(k, observed) - ref).max() < 1e-6), 30)
 
     assert steps_to_map(True) < steps_to_map(False)
 
