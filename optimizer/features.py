@@ -131,13 +131,17 @@ class ContextFeatures:
         """The rows of the hours-since-abandonment slot (empty without it)."""
         return self._slot_rows(SINCE_KEY)
 
-    def _slot_rows(self, slot: str) -> range:
+    def slot_rows(self) -> list[tuple[str, range]]:
+        """Every slot's name and rows, in row order (the intercept, row 0, is no slot)."""
+        out = []
         start = 1
         for key, labels in self._slots():
-            if key == slot:
-                return range(start, start + len(labels) + 1)
+            out.append((key, range(start, start + len(labels) + 1)))
             start += len(labels) + 1
-        return range(0)
+        return out
+
+    def _slot_rows(self, slot: str) -> range:
+        return next((rows for key, rows in self.slot_rows() if key == slot), range(0))
 
     def _slots(self) -> list[tuple[str, tuple[str, ...]]]:
         return _slots(self.max_touches, self.extra_features, self.cross, self.since)

@@ -53,6 +53,7 @@ POLICIES = (
     "thompson-cross",
     "thompson-since",
     "thompson-forget-prior",
+    "thompson-relevance",
     "schedule",
     "random",
     "epsilon-greedy",
@@ -237,6 +238,7 @@ def make_policy(name: str, scenario: Scenario, seed: int) -> Policy:
             cross_features=name == "thompson-cross",
             since_abandonment=name == "thompson-since",
             forgetting="prior" if name == "thompson-forget-prior" else "mean",
+            relevance=name == "thompson-relevance",
         )
     if name == "schedule":
         offsets = (60, 24 * 60, 72 * 60)[:touches]

@@ -144,7 +144,7 @@ import scipy.sparse
 import scipy.special
 
 from optimizer.arms import Arm, Decision, Economics
-from optimizer.features import ArmDesign, ContextFeatures
+from optimizer.features import SINCE_KEY, ArmDesign, ContextFeatures
 from optimizer.feedback import ConversionLag
 
 FloatArray = npt.NDArray[np.float64]
@@ -152,6 +152,11 @@ IntArray = npt.NDArray[np.int64]
 
 #: ``config.forgetting`` needs no new version: a state without it takes today's default, and
 #: code that predates it ignores it (the posterior it holds means the same either way).
+#: Version 6: a prior rescaled by relevance learning (``prior_precision``, ``last_relevance``;
+#: ``config.relevance`` alone needs no new version, as ``forgetting``). Until the first
+#: rescaling, a day after the first refit, a policy saves the version it would have saved
+#: before; code that predates relevance learning would read a rescaled state's posterior
+#: as if under the configured prior, so it refuses version 6 by name.
 #: Version 5: the hours-since-abandonment rows (``config.since_abandonment``,
 #: ``prior.sd_since``). A policy without them saves an older version, as below.
 #: Version 4: the device × cart-value cross rows (``config.cross_features``,
@@ -162,7 +167,7 @@ IntArray = npt.NDArray[np.int64]
 #: (``config.model`` added, which version 2 code ignores), so workers not yet upgraded keep
 #: sharing their state; those refuse a version 3 state by name rather than misread it.
 #: Version 2: the discount column and lag distributions per channel × delay (v1 states load).
-STATE_VERSION = 5
+STATE_VERSION = 6
 MODELS = ("logistic", "noisy_or")
 #: How old evidence fades (see ``forgetting`` of :class:`ThompsonPolicy`).
 FORGETTING = ("mean", "prior")
@@ -179,6 +184,10 @@ _SINCE_ONLY = ("sd_since",)
 _PINNED_SD = 1e-3
 #: Bound on the sum of a context's log-odds rows in the pool of odds (``exp`` of it is finite).
 _ODDS_LOG_BOUND = 700.0
+#: Relevance learning (see ``ThompsonPolicy``'s ``relevance``): how often the prior scales are
+#: re-estimated, and the least scale (a share of the configured prior sd).
+_RELEVANCE_INTERVAL_S = 86_400.0
+_RELEVANCE_FLOOR = 0.1
 #: choose_many scores at most this many carts per vectorised block (bounds memory).
 _BLOCK = 256
 
@@ -397,6 +406,25 @@ class ThompsonPolicy:
             be sure of (see the module docstring).
         model: ``"noisy_or"`` (the default: organic and message-driven orders as
             independent causes) or ``"logistic"``; see the module docstring.
+        relevance: learn how much each context feature changes the answer to the arms
+            (automatic relevance determination). Each slot x kind of arm column (whether a
+            message is sent, the channel, the delay, the discount) has its prior sd scaled
+            by a factor in [0.1, 1], re-estimated once a day by an EM step on the posterior
+            (see ``_learn_relevance``). Interactions the data shows to be flat are shrunk
+            towards zero, so their prior spread stops being explored; those that matter keep
+            their prior. Every context activates 7 slots of interactions on each arm, so
+            the noise of the flat ones adds up in every sampled decision. It finds the flat
+            ones: after 50,000 apparel carts (seed 22) the hour of day's interactions sit
+            at the floor (0.1) and the delay's with device and cart value at 0.57 and 0.80,
+            which is where the scenario's best delays differ. But it gains too little to be
+            sure of, so it is off by default: paired runs of 50,000 carts against the fixed
+            prior on fresh seeds 31-40, all carts / last 20 %: electronics +0.021 (standard
+            error 0.009) / +0.035 (0.014), apparel -0.002 (0.014) / +0.006 (0.029),
+            apparel-shift -0.003 (0.008) / +0.002 (0.011), grocery -0.010 (0.063) / -0.001
+            (0.076); all 40, +0.001 (0.016) / +0.010 (0.020). Pinning the hour's and the
+            touch's interactions outright (knowing they are flat) gained +0.08 on two of
+            four apparel seeds, so a stronger or faster shrinkage may pay.
+            :attr:`relevance_scales` shows what was learned.
 
     Example:
         >>> from datetime import datetime, timezone
@@ -432,6 +460,7 @@ class ThompsonPolicy:
         cross_features: bool = False,
         since_abandonment: bool = False,
         forgetting: str = "mean",
+        relevance: bool = False,
     ) -> None:
         if forgetting not in FORGETTING:
             raise ValueError(f"forgetting must be one of {FORGETTING}, not {forgetting!r}")
@@ -517,6 +546,12 @@ class ThompsonPolicy:
             self._proj = proj
             self._v_offset = np.zeros(len(self.arms))
             self._v_offset[self._holdout] = -60.0
+        self.relevance = relevance
+        # The configured prior precision; ``prior_precision`` is this divided by the squared
+        # learned scales of the context x arm interactions (see _learn_relevance).
+        self._base_prior_precision = self.prior_precision.copy()
+        self._relevance_groups = _relevance_groups(self.features, self.design.columns)
+        self._last_relevance: float | None = None
         #: Posterior mean of W, shape (n_rows, n_cols).
         self.mean = self.prior_mean.copy()
         #: Posterior precision of W flattened row-major, shape (n_rows*n_cols, n_rows*n_cols).
@@ -885,8 +920,62 @@ class ThompsonPolicy:
         self._new_pending = 0
         self._last_refit = clock
         self.refits += 1
+        if self.relevance:
+            if self._last_relevance is None:
+                self._last_relevance = clock
+            elif clock - self._last_relevance >= _RELEVANCE_INTERVAL_S:
+                self._learn_relevance(factor)
+                self._last_relevance = clock
+                factor = None
         self._pool_seed = int(self.rng.integers(2**63))
         self._refresh_pool(factor)
+
+    def _learn_relevance(self, factor: FloatArray | None) -> None:
+        """One EM step of automatic relevance determination on the prior's scales.
+
+        Each group (one context slot's rows x one kind of arm column: the "sent"/holdout
+        column, the channels, the delays, the discounts) shares a scale ``s`` of its
+        configured prior sd. The M step sets ``s^2`` to the mean over the group's weights of
+        ``E[w^2] / sd^2 = (mean^2 + variance) / sd^2`` under the current posterior, counting
+        only weights the data has informed (variance below 0.9 of the prior's; a row no
+        context has activated says nothing), clipped to ``[_RELEVANCE_FLOOR^2, 1]``. The
+        posterior is then moved to the new prior: its precision's prior part is swapped, and
+        the mean re-solved from the same data evidence.
+        """
+        if factor is None:
+            factor = scipy.linalg.cho_factor(self.precision, lower=True, check_finite=False)[0]
+        size = self.precision.shape[0]
+        root = scipy.linalg.solve_triangular(factor, np.eye(size), lower=True, check_finite=False)
+        variance = np.einsum("ij,ij->j", root, root).reshape(self.mean.shape)
+        base_variance = 1.0 / self._base_prior_precision
+        prior = self.prior_precision.copy()
+        for _, rows, cols in self._relevance_groups:
+            block = np.ix_(rows, cols)
+            informed = variance[block] * prior[block] < 0.9
+            if not informed.any():
+                continue
+            second = (self.mean[block] ** 2 + variance[block]) / base_variance[block]
+            scale2 = min(max(float(second[informed].mean()), _RELEVANCE_FLOOR**2), 1.0)
+            prior[block] = self._base_prior_precision[block] / scale2
+        change = (prior - self.prior_precision).ravel()
+        eta = self.precision @ self.mean.ravel() + change * self.prior_mean.ravel()
+        self.precision[np.diag_indices_from(self.precision)] += change
+        self.prior_precision = prior
+        self.mean = scipy.linalg.solve(self.precision, eta, assume_a="pos").reshape(self.mean.shape)
+
+    @property
+    def relevance_scales(self) -> dict[str, float]:
+        """The learned prior scale of each group of context x arm interactions, by ``"slot x
+        column kind"`` (1: as configured; see ``relevance``)."""
+        return {
+            name: float(
+                np.sqrt(
+                    self._base_prior_precision[np.ix_(rows, cols)].mean()
+                    / self.prior_precision[np.ix_(rows, cols)].mean()
+                )
+            )
+            for name, rows, cols in self._relevance_groups
+        }
 
     # ------------------------------------------------------------------ persistence
 
@@ -928,6 +1017,7 @@ class ThompsonPolicy:
                 },
                 "model": self.model,
                 "forgetting": self.forgetting,
+                "relevance": self.relevance,
                 **({"cross_features": True} if self.features.cross else {}),
                 **({"since_abandonment": True} if self.features.since else {}),
             },
@@ -935,6 +1025,12 @@ class ThompsonPolicy:
             "columns": list(self.design.columns),
             "mean": self.mean.tolist(),
             "precision": self.precision.tolist(),
+            **(
+                {"prior_precision": self.prior_precision.tolist()}
+                if not np.array_equal(self.prior_precision, self._base_prior_precision)
+                else {}
+            ),
+            "last_relevance": self._last_relevance,
             "lag_counts": {key: lag.counts.tolist() for key, lag in self.lags.items()},
             "clock": self.clock,
             "last_decay": self._last_decay,
@@ -964,7 +1060,7 @@ class ThompsonPolicy:
     def from_state(cls, state: Mapping[str, Any]) -> ThompsonPolicy:
         """Rebuild a policy from :meth:`state` output (e.g. after a JSON round trip)."""
         version = state.get("version")
-        if version not in (1, 2, 3, 4, STATE_VERSION):
+        if version not in (1, 2, 3, 4, 5, STATE_VERSION):
             raise ValueError(f"state version must be 1 to {STATE_VERSION}, not {version!r}")
         config = state["config"]
         half_life = config["half_life_seconds"]
@@ -995,6 +1091,7 @@ class ThompsonPolicy:
             since_abandonment=config.get("since_abandonment", False),
             # States saved before the option existed take today's default.
             **({"forgetting": config["forgetting"]} if "forgetting" in config else {}),
+            **({"relevance": config["relevance"]} if "relevance" in config else {}),
         )
         mean = np.array(state["mean"], dtype=np.float64)
         precision = np.array(state["precision"], dtype=np.float64)
@@ -1005,6 +1102,15 @@ class ThompsonPolicy:
         if precision.shape != (n, n):
             raise ValueError(f"state['precision'] must have shape {policy.precision.shape}")
         policy.mean, policy.precision = _embed(policy, columns, mean, precision)
+        # The prior as relevance learning left it (states without it: as configured).
+        if "prior_precision" in state:
+            prior = np.array(state["prior_precision"], dtype=np.float64)
+            if prior.shape != policy.prior_precision.shape:
+                raise ValueError(
+                    f"state['prior_precision'] must have shape {policy.prior_precision.shape}"
+                )
+            policy.prior_precision = prior
+        policy._last_relevance = state.get("last_relevance")
         # Version 1 timed conversions from the send, one distribution per channel: those
         # counts mean something else, and the distributions start again from their priors.
         for key, counts in state["lag_counts"].items():
@@ -1028,8 +1134,10 @@ class ThompsonPolicy:
 
     def _state_version(self) -> int:
         """The oldest state version that can hold this policy (see :data:`STATE_VERSION`)."""
+        if not np.array_equal(self.prior_precision, self._base_prior_precision):
+            return STATE_VERSION  # relevance learning has rescaled the prior
         if self.features.since:
-            return STATE_VERSION
+            return 5
         if self.features.cross:
             return 4
         return 3 if self.model == "noisy_or" else 2
@@ -1163,6 +1271,32 @@ class ThompsonPolicy:
         stale = [pid for pid, s in self._pending.items() if self._p_time[s] < horizon]
         for pid in stale:
             self._p_free.append(self._pending.pop(pid))
+
+
+_RELEVANCE_KINDS = (
+    ("sent", ("holdout",)),
+    ("channel", ("channel=",)),
+    ("delay", ("delay=",)),
+    ("discount", ("discount=", "discount_per_10pct")),
+)
+
+
+def _relevance_groups(
+    features: ContextFeatures, columns: Sequence[str]
+) -> list[tuple[str, IntArray, IntArray]]:
+    """(name, rows, columns) of every relevance group: each context slot (not the intercept)
+    x each kind of arm column. The hours-since-abandonment slot, whose arm cells are pinned,
+    has none."""
+    out = []
+    for slot, span in features.slot_rows():
+        if slot == SINCE_KEY:
+            continue
+        for kind, prefixes in _RELEVANCE_KINDS:
+            cols = [i for i, c in enumerate(columns) if c.startswith(prefixes)]
+            if cols:
+                rows = np.arange(span.start, span.stop, dtype=np.int64)
+                out.append((f"{slot} x {kind}", rows, np.array(cols, dtype=np.int64)))
+    return out
 
 
 def _embed(

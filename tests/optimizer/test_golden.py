@@ -265,6 +265,45 @@ def test_a_refit_started_from_the_previous_posterior_lands_on_the_same_map(
     assert chord_factorisations == 0
 
 
+def test_a_relevance_step_is_the_em_update_of_the_prior_scales() -> None:
+    # Given a posterior in which the data has informed two groups of interactions (precision
+    # 100 on each weight of the device and touch rows' channel columns, the "other" rows
+    # left out): the device's flat at 0, the touch's far from 0 (2, against a prior sd of 0.6)
+    policy = ThompsonPolicy(ARMS, ECON, seed=0, relevance=True)
+    groups = {name: (rows, cols) for name, rows, cols in policy._relevance_groups}
+    prior = policy.prior_precision.copy()
+    data = np.zeros_like(prior)
+    mean = policy.prior_mean.copy()
+    for name, value in (("device x channel", 0.0), ("touch x channel", 2.0)):
+        rows, cols = groups[name]
+        block = np.ix_(rows[:-1], cols)  # the slot's last row is its "other" row
+        data[block] = 100.0
+        mean[block] = value
+    precision = np.diag((prior + data).ravel())
+    precision[0, 1] = precision[1, 0] = 0.5  # some correlation, for the mean's re-solve
+    policy.mean, policy.precision = mean, precision.copy()
+    # When one relevance step runs
+    policy._learn_relevance(None)
+    # Then the flat group's scale is the root of E[w^2] / sd^2 over its informed weights,
+    # (0 + 1 / (1 / 0.6^2 + 100)) / 0.6^2, the far one's is capped at 1, the rest stay at 1
+    scales = policy.relevance_scales
+    expected = math.sqrt(1 / (1 / 0.36 + 100) / 0.36)
+    assert scales["device x channel"] == pytest.approx(expected, rel=1e-9)
+    assert expected < 0.2
+    assert scales["touch x channel"] == 1.0
+    assert {v for k, v in scales.items() if k != "device x channel"} == {1.0}
+    # And the posterior moves to the new prior: the prior part of its precision is swapped
+    # and its mean re-solved from the same evidence (the prior mean of those weights is 0)
+    change = np.diag((policy.prior_precision - prior).ravel())
+    np.testing.assert_allclose(policy.precision, precision + change, rtol=1e-12)
+    np.testing.assert_allclose(
+        policy.mean.ravel(),
+        np.linalg.solve(precision + change, precision @ mean.ravel()),
+        rtol=1e-9,
+        atol=1e-12,
+    )
+
+
 def test_laplace_update_matches_a_direct_map_fit() -> None:
     # Given a small logistic problem with a diagonal Gaussian prior
     rng = np.random.default_rng(5)

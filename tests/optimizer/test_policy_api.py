@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import optimizer
 from optimizer import Arm, Economics, Policy, ThompsonPolicy
 from optimizer.thompson import STATE_VERSION
-from tests.optimizer.world import ARMS, ECON, START, context
+from tests.optimizer.world import ARMS, ECON, START, context, device_world, run
 
 GRID = [
     Arm(delay_minutes=d, channel=c, discount_pct=x)
@@ -292,7 +292,7 @@ def test_state_round_trip_is_exact_and_continues_identically(
     # policy saves version 2 and a noisy-OR one version 3, their priors holding only the
     # fields those versions knew)
     assert state["version"] == version
-    assert STATE_VERSION == 5
+    assert STATE_VERSION == 6
     noisy_or_only = {"message_rate", "sd_response_context"}
     assert (noisy_or_only <= set(state["config"]["prior"])) == (model == "noisy_or")
     assert ("cross_scale" in state["config"]["prior"]) == cross
@@ -316,6 +316,49 @@ def test_state_round_trip_is_exact_and_continues_identically(
     clone.update()
     np.testing.assert_array_equal(policy.mean, clone.mean)
     np.testing.assert_array_equal(policy.precision, clone.precision)
+
+
+def test_a_state_with_a_prior_rescaled_by_relevance_round_trips_as_version_6() -> None:
+    # Given a policy that has learned for three days, so relevance learning has rescaled its
+    # prior, with outcomes still pending
+    truth, draw = device_world()
+    policy = ThompsonPolicy(ARMS, ECON, seed=5, relevance=True)
+    made = run(
+        policy,
+        truth,
+        draw,
+        n=1500,
+        rng=np.random.default_rng(5),
+        per_hour=20.0,
+        window_hours=24.0,
+        stop_hours=75.0,
+    )
+    assert policy._pending
+    assert min(policy.relevance_scales.values()) < 1.0
+    # When it goes through JSON and back
+    text = json.dumps(policy.state())
+    state = json.loads(text)
+    clone = ThompsonPolicy.from_state(state)
+    # Then it saves version 6 with its rescaled prior, and the clone is identical and
+    # continues identically, relevance steps included
+    assert state["version"] == 6
+    assert json.dumps(clone.state()) == text
+    np.testing.assert_array_equal(clone.prior_precision, policy.prior_precision)
+    later = START + timedelta(days=5)
+    for d in [d for d, _ in made if d.id in policy._pending]:
+        for p in (policy, clone):
+            p.record(d, converted=False, order_value=0.0, message_sent=True, at=later)
+    policy.update()
+    clone.update()
+    np.testing.assert_array_equal(policy.prior_precision, clone.prior_precision)
+    np.testing.assert_array_equal(policy.mean, clone.mean)
+    a = [policy.choose(context(), now=later) for _ in range(20)]
+    b = [clone.choose(context(), now=later) for _ in range(20)]
+    assert [(d.arm, d.propensity) for d in a] == [(d.arm, d.propensity) for d in b]
+    # And a state whose rescaled prior has the wrong shape is refused by name
+    state["prior_precision"] = state["prior_precision"][:-1]
+    with pytest.raises(ValueError, match="prior_precision"):
+        ThompsonPolicy.from_state(state)
 
 
 def test_a_version_1_state_loads_with_the_discount_column_at_its_prior() -> None:
@@ -391,7 +434,7 @@ def test_a_version_2_state_continues_as_the_logistic_model_it_learned() -> None:
     with pytest.raises(ValueError, match="model"):
         ThompsonPolicy.from_state({**state, "config": {**state["config"], "model": "probit"}})
     with pytest.raises(ValueError, match="version"):
-        ThompsonPolicy.from_state({**state, "version": 6})
+        ThompsonPolicy.from_state({**state, "version": 7})
 
 
 def test_device_by_cart_value_cross_rows() -> None:

@@ -131,7 +131,14 @@ def test_policies_are_told_how_long_each_journey_has_run() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["thompson", "thompson-logistic", "thompson-cross", "thompson-since", "thompson-forget-prior"],
+    [
+        "thompson",
+        "thompson-logistic",
+        "thompson-cross",
+        "thompson-since",
+        "thompson-forget-prior",
+        "thompson-relevance",
+    ],
 )
 def test_thompson_learns_in_the_simulator_and_progress_is_reported(
     tmp_path: Path, name: str
@@ -146,6 +153,7 @@ def test_thompson_learns_in_the_simulator_and_progress_is_reported(
     assert policy.features.cross == (name == "thompson-cross")
     assert policy.features.since == (name == "thompson-since")
     assert policy.forgetting == ("prior" if name == "thompson-forget-prior" else "mean")
+    assert policy.relevance == (name == "thompson-relevance")
     ours = run_policy(scenario, policy, carts, on_progress=seen.append)
     uniform = run_policy(scenario, make_policy("random", scenario, 9), carts)
     # Then every cart was reported, and ours earns more than uniform random choices. The

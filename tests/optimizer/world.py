@@ -93,3 +93,26 @@ def _record(policy: ThompsonPolicy, decision: Decision, converted: bool, hours: 
         message_sent=not decision.arm.is_holdout,
         at=START + timedelta(hours=hours),
     )
+
+
+def device_world() -> tuple[
+    Callable[[Mapping[str, Any], Arm, float], float],
+    Callable[[int, np.random.Generator], dict[str, Any]],
+]:
+    """(truth, contexts) of two device segments with their own best arms (SMS for phones, a
+    day-late email for desktops), half the carts each, and an hour of day that changes
+    nothing."""
+    email, email10, sms, late, holdout = ARMS
+    table = {
+        "mobile": {sms: 0.14, email: 0.06, email10: 0.07, late: 0.05, holdout: 0.03},
+        "desktop": {sms: 0.05, email: 0.06, email10: 0.065, late: 0.14, holdout: 0.03},
+    }
+
+    def truth(ctx: Mapping[str, Any], arm: Arm, _hours: float) -> float:
+        return table[ctx["device"]][arm]
+
+    def contexts(_i: int, rng: np.random.Generator) -> dict[str, Any]:
+        segment = "desktop" if rng.random() < 0.5 else "new"  # "new" is a mobile shopper
+        return {**context(segment), "local_hour": int(rng.integers(24))}
+
+    return truth, contexts
