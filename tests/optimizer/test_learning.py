@@ -26,14 +26,9 @@ def _plays(made: list[Any], arm: Arm, predicate: Any = lambda d: True) -> int:
 
 
 def test_context_responses_differ_by_segment() -> None:
-    # Given mobile shoppers who answer SMS fast and desktop shoppers who answer a late email
-    truth = {
-        "mobile": {SMS: 0.14, EMAIL: 0.06, EMAIL10: 0.07, EMAIL_LATE: 0.05, HOLDOUT: 0.03},
-        "desktop": {SMS: 0.05, EMAIL: 0.06, EMAIL10: 0.065, EMAIL_LATE: 0.14, HOLDOUT: 0.03},
-    }
-
-    def p(ctx: Mapping[str, Any], arm: Arm, _hours: float) -> float:
-        return truth[ctx["device"]][arm]
+    # Given mobile shoppers who answer SMS fast (0.14) and desktop shoppers who answer a late
+    # email (0.14), in turn
+    p, _ = device_world()
 
     def draw(i: int, _rng: np.random.Generator) -> dict[str, Any]:
         return context("desktop" if i % 2 else "new")  # "new" is a mobile shopper
