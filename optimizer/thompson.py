@@ -1025,11 +1025,7 @@ class ThompsonPolicy:
             "columns": list(self.design.columns),
             "mean": self.mean.tolist(),
             "precision": self.precision.tolist(),
-            **(
-                {"prior_precision": self.prior_precision.tolist()}
-                if not np.array_equal(self.prior_precision, self._base_prior_precision)
-                else {}
-            ),
+            **({"prior_precision": self.prior_precision.tolist()} if self._prior_rescaled else {}),
             "last_relevance": self._last_relevance,
             "lag_counts": {key: lag.counts.tolist() for key, lag in self.lags.items()},
             "clock": self.clock,
@@ -1132,10 +1128,15 @@ class ThompsonPolicy:
 
     # ------------------------------------------------------------------ internals
 
+    @property
+    def _prior_rescaled(self) -> bool:
+        """Whether relevance learning has moved the prior from the configured one."""
+        return not np.array_equal(self.prior_precision, self._base_prior_precision)
+
     def _state_version(self) -> int:
         """The oldest state version that can hold this policy (see :data:`STATE_VERSION`)."""
-        if not np.array_equal(self.prior_precision, self._base_prior_precision):
-            return STATE_VERSION  # relevance learning has rescaled the prior
+        if self._prior_rescaled:
+            return STATE_VERSION
         if self.features.since:
             return 5
         if self.features.cross:

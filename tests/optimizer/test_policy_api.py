@@ -434,7 +434,7 @@ def test_a_version_2_state_continues_as_the_logistic_model_it_learned() -> None:
     with pytest.raises(ValueError, match="model"):
         ThompsonPolicy.from_state({**state, "config": {**state["config"], "model": "probit"}})
     with pytest.raises(ValueError, match="version"):
-        ThompsonPolicy.from_state({**state, "version": 7})
+        ThompsonPolicy.from_state({**state, "version": STATE_VERSION + 1})
 
 
 def test_device_by_cart_value_cross_rows() -> None:
